@@ -1,0 +1,4 @@
+"""`python -m recipe` entry point."""
+from recipe.cli import main
+
+main()

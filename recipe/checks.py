@@ -1,0 +1,181 @@
+"""Check results, the check catalog (ids, thresholds, sources) and severity overrides.
+
+This module imports neither torch nor scikit-learn: `recipe checks` must answer fast.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Literal, Optional
+
+Status = Literal["pass", "warn", "fail", "skip"]
+STATUS_ORDER = {"skip": 0, "pass": 1, "warn": 2, "fail": 3}
+
+
+@dataclass
+class Check:
+    id: str
+    status: Status
+    title: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    advice: str = ""
+    refs: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Check":
+        return cls(**{k: d[k] for k in ("id", "status", "title", "evidence", "advice", "refs") if k in d})
+
+
+@dataclass(frozen=True)
+class Spec:
+    id: str
+    stage: str
+    catches: str
+    refs: tuple[str, ...]
+    thresholds: dict[str, Any] = field(default_factory=dict)
+
+
+def _spec(id: str, stage: str, catches: str, refs: str, **thresholds: Any) -> Spec:
+    return Spec(id, stage, catches, tuple(refs.split()), thresholds)
+
+
+# Sources: recipe:N = Karpathy's recipe step N; 37:N = "37 Reasons why your Neural Network is not
+# working", item N; dev-test / bias-variance / init / gradcheck = the classic deep-learning practice;
+# autotrainer / deepdiagnosis = the papers whose monitor thresholds we use.
+_SPECS = [
+    _spec("data.load", "inspect", "unreadable data, mismatched shapes, empty split", "recipe:1 37:1"),
+    _spec("data.non-finite", "inspect", "NaN / inf in inputs or targets", "recipe:1 37:1 37:37"),
+    _spec("data.constant", "inspect", "constant or all-zero features", "recipe:1 37:1", max_constant_fraction=0.5),
+    _spec("data.duplicates", "inspect", "repeated rows inside train", "recipe:1", max_fraction=0.05),
+    _spec("data.leak", "inspect", "identical samples across train/val/test", "dev-test:leak 37:15", max_fraction=0.0),
+    _spec("data.label-conflict", "inspect", "identical inputs with different labels", "37:4", max_fraction=0.01),
+    _spec("data.imbalance", "inspect", "class ratios, single-class data, classes absent from a split", "37:8",
+          min_ratio=0.1, fail_ratio=0.01),
+    _spec("data.split-shift", "inspect", "label distribution differs between splits", "dev-test:same-distribution",
+          max_tv_distance=0.1),
+    _spec("data.scale", "inspect", "unnormalized features, stats not from train only", "37:12 37:15 dev-test:normalize",
+          max_range_ratio=100.0, mean_tolerance=0.05, std_tolerance=0.05),
+    _spec("data.order", "inspect", "data sorted by label; batches that hold a single class", "37:7 37:10",
+          max_single_class_batches=0.5),
+    _spec("data.size", "inspect", "too few samples per class / per parameter", "37:9 37:27", min_per_class=10),
+    _spec("data.outliers", "inspect", "extreme values", "recipe:1 37:1", z=10.0, max_fraction=0.001),
+    _spec("data.label-noise", "inspect", "likely mislabeled samples (confident learning on CV predictions)",
+          "37:6 recipe:1", max_noise_rate=0.1, sample=20000),
+    _spec("data.signal", "inspect", "input carries no information about the target (probe vs shuffled labels)",
+          "37:2 37:4 37:5", min_gain=0.02, sample=20000),
+    _spec("data.images", "inspect", "channel order, 0–255 range, corrupt files, mixed shapes", "37:1 37:14"),
+    _spec("baseline.seed", "baseline", "same seed does not give the same run", "recipe:2"),
+    _spec("baseline.init-loss", "baseline", "initial loss far from -log(1/C) / prior entropy / target variance",
+          "recipe:2 37:17 37:28", rel_tolerance=0.25),
+    _spec("baseline.bias-init", "baseline", "final layer bias not set to class priors / target mean", "recipe:2",
+          max_tv=0.1, max_mean_offset=0.25),
+    _spec("baseline.dumb", "baseline", "majority/mean, linear and gradient-boosting scores to beat", "recipe:2"),
+    _spec("baseline.input-independent", "baseline", "model with zeroed inputs does as well as the real one",
+          "recipe:2 37:2", min_gap=0.05),
+    _spec("baseline.batch-independence", "baseline", "sample i's loss has gradient on sample j (view vs permute bugs)",
+          "recipe:2 37:25", tolerance=1e-7),
+    _spec("baseline.loss-input", "baseline", "softmax / sigmoid output fed to a logits loss", "37:18 37:19"),
+    _spec("baseline.grad-flow", "baseline", "parameters that never receive gradient (frozen, unused)", "37:23"),
+    _spec("baseline.gradcheck", "baseline", "custom layers whose gradient is wrong (float64 gradcheck)", "37:22 37:26 gradcheck"),
+    _spec("baseline.loss-decreases", "baseline", "training loss does not go down", "recipe:2 37:16", min_drop=0.05),
+    _spec("overfit.memorize", "overfit-batch", "one small batch cannot be driven to ~zero loss", "recipe:3 37:16 37:27",
+          max_loss=0.05, regression_max_loss=0.01),
+    _spec("overfit.lr-range", "overfit-batch", "learning-rate range test; recommended LR", "37:36"),
+    _spec("overfit.train-fit", "overfit-batch", "model cannot fit the train set beyond the best baseline", "recipe:3 37:24"),
+    _spec("regularize.bias-variance", "regularize", "verdict from train error vs baseline and val gap", "bias-variance recipe:4",
+          high_bias=0.05, high_variance=0.05),
+    _spec("regularize.ladder", "regularize", "each regularizer alone, ablation table, combination kept", "recipe:4 37:13"),
+    _spec("regularize.too-strong", "regularize", "regularization makes the model underfit", "37:30"),
+    _spec("regularize.mode", "regularize", "train-mode vs eval-mode discrepancy (dropout/BN)", "37:32", max_gap=0.05),
+    _spec("regularize.still-improving", "regularize", "val still improving at the end: train longer", "37:31 recipe:6",
+          min_recent_gain=0.005),
+    _spec("regularize.beats-baselines", "regularize", "final model does not beat the dumb baselines", "recipe:2 recipe:4"),
+    _spec("tune.boundary", "tune", "best value sits at the edge of its range", "recipe:5", edge_fraction=0.1),
+    _spec("tune.noise", "tune", "top trials are within seed-to-seed noise", "recipe:5"),
+    _spec("tune.improves", "tune", "tuning did not beat the regularized model", "recipe:5"),
+    _spec("ensemble.gain", "ensemble", "ensemble no better than the best member", "recipe:6"),
+    _spec("ensemble.test", "ensemble", "final test score, computed once", "dev-test:sealed recipe:6"),
+    _spec("health.non-finite", "any", "NaN/inf loss or gradient (stop at once, name step and layer)", "37:37"),
+    _spec("health.exploding", "any", "gradient norm or loss blowing up", "37:35 autotrainer", loss_factor=10.0,
+          grad_norm=1e3),
+    _spec("health.vanishing", "any", "first-layer gradient tiny next to last-layer gradient", "37:35 autotrainer",
+          ratio=1e-3),
+    _spec("health.dead-units", "any", "most ReLU units never active", "37:35 autotrainer deepdiagnosis", fraction=0.7),
+    _spec("health.saturation", "any", "most sigmoid/tanh units saturated", "37:35 deepdiagnosis", fraction=0.5),
+    _spec("health.update-ratio", "any", "update/weight ratio far from ~1e-3", "37:36", low=1e-5, high=1e-1),
+    _spec("health.loss-curve", "any", "loss increasing, plateaued or oscillating", "recipe:3 37:36"),
+    _spec("health.symmetry", "any", "identical units at init", "37:28 init"),
+]
+CATALOG: dict[str, Spec] = {s.id: s for s in _SPECS}
+
+
+def make(check_id: str, status: Status, title: str, evidence: dict | None = None, advice: str = "") -> Check:
+    """Build a check result with its catalog refs attached."""
+    spec = CATALOG[check_id]
+    return Check(check_id, status, title, evidence or {}, advice, list(spec.refs))
+
+
+def thresholds(check_id: str, overrides: dict | None = None) -> dict[str, Any]:
+    """The check's thresholds: catalog defaults, then the config's `checks.<id>` overrides."""
+    merged = dict(CATALOG[check_id].thresholds)
+    override = (overrides or {}).get(check_id)
+    if override is not None:
+        merged.update(override.thresholds)
+    return merged
+
+
+def apply_overrides(checks: Iterable[Check], overrides: dict | None) -> list[Check]:
+    """Cap each check at its configured severity; the reason goes into the evidence."""
+    out = []
+    for c in checks:
+        o = (overrides or {}).get(c.id)
+        if o is not None and o.severity is not None and STATUS_ORDER[c.status] > STATUS_ORDER[o.severity]:
+            c.evidence = {**c.evidence, "overridden": {"from": c.status, "to": o.severity, "reason": o.reason}}
+            c.status = o.severity
+        out.append(c)
+    return out
+
+
+def worst(checks: Iterable[Check]) -> Optional[Status]:
+    statuses = [c.status for c in checks]
+    return max(statuses, key=STATUS_ORDER.__getitem__) if statuses else None
+
+
+STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim",
+                "passed": "green", "forced": "yellow", "failed": "bold red", "interrupted": "magenta",
+                "stale": "yellow", "missing": "dim", "running": "cyan"}
+
+
+def format_evidence(evidence: dict[str, Any], limit: int = 6) -> str:
+    parts = []
+    for k, v in list(evidence.items())[:limit]:
+        if isinstance(v, float):
+            v = f"{v:.4g}"
+        elif isinstance(v, (list, tuple)) and len(v) > 5:
+            v = "[" + ", ".join(map(str, v[:5])) + f", … ({len(v)})]"
+        elif isinstance(v, dict):
+            v = "{" + ", ".join(f"{kk}: {vv:.4g}" if isinstance(vv, float) else f"{kk}: {vv}"
+                                for kk, vv in list(v.items())[:5]) + ("…}" if len(v) > 5 else "}")
+        parts.append(f"{k}={v}")
+    return "  ".join(parts)
+
+
+def render(checks: list[Check], console, title: str = "checks", verbose: bool = False) -> None:
+    """A table of results; evidence is shown for warnings and failures (all of it is in the record)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False, expand=False)
+    table.add_column("check", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("finding")
+    table.add_column("advice")
+    for c in checks:
+        style = STATUS_STYLE.get(c.status, "")
+        shown = c.evidence if c.status in ("warn", "fail") or verbose else {}
+        finding = escape(c.title) + (f"\n[dim]{escape(format_evidence(shown))}[/dim]" if shown else "")
+        advice = escape(c.advice) if c.status in ("warn", "fail") else ""
+        table.add_row(c.id, f"[{style}]{c.status}[/{style}]", finding, advice)
+    console.print(table)

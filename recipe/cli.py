@@ -1,0 +1,346 @@
+"""The command line: one thin function per command; errors become exit codes (DESIGN §1).
+
+Commands that train nothing (--help, status, checks, schema, init) import neither torch nor scikit-learn.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+
+from recipe.errors import RecipeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
+                  help="Karpathy's 'A Recipe for Training Neural Networks' as six gated stages.")
+
+EXIT_INTERRUPTED = 130
+NEXT = {"inspect": "baseline", "baseline": "overfit-batch", "overfit-batch": "regularize", "regularize": "tune",
+        "tune": "ensemble"}
+
+
+def console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def handled(fn: Callable) -> Callable:
+    """Map recipe's errors to exit codes with one message, no traceback (RECIPE_DEBUG=1 shows it)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+        as_json = kwargs.get("as_json", False)
+        try:
+            return fn(*args, **kwargs)
+        except RecipeError as e:
+            if os.environ.get("RECIPE_DEBUG"):
+                raise
+            con = console()
+            from rich.markup import escape
+
+            label = "refused" if e.exit_code == 3 else "error"
+            for i, m in enumerate(e.messages):
+                con.print(f"[bold red]{label}:[/bold red] {escape(m)}" if i == 0 else f"  {escape(m)}", soft_wrap=True)
+            if as_json:
+                typer.echo(json.dumps({"status": label, "exit_code": e.exit_code, "errors": e.messages}))
+            raise typer.Exit(e.exit_code)
+        except KeyboardInterrupt:
+            console().print("[magenta]interrupted[/magenta]: the record says 'interrupted'; rerun the stage")
+            if as_json:
+                typer.echo(json.dumps({"status": "interrupted", "exit_code": EXIT_INTERRUPTED}))
+            raise typer.Exit(EXIT_INTERRUPTED)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    return wrapper
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+# ----------------------------------------------------------------------------- shared options
+
+ConfigArg = typer.Argument(None, help="Experiment YAML; defaults to the last one used (runs/LATEST).",
+                           show_default=False)
+SetOpt = typer.Option(None, "-o", "--set", help="Override a config key: key.path=value (YAML-typed). Repeatable.")
+RunsOpt = typer.Option(Path("runs"), "--runs", help="Folder holding every experiment's records.")
+DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda")
+ForceOpt = typer.Option(False, "--force", help="Proceed past a refusing gate; recorded in the record.")
+JsonOpt = typer.Option(False, "--json", help="Machine-readable summary on stdout.")
+QuietOpt = typer.Option(False, "-q", "--quiet", help="Only the final line on stderr.")
+
+
+def _load_config(config: Optional[Path], overrides: Optional[List[str]], runs: Path):
+    from recipe.config import load
+    from recipe.workspace import latest_config
+
+    if config is None:
+        config = latest_config(runs)
+        if config is None:
+            raise RecipeError(f"no CONFIG given and {runs / 'LATEST'} does not exist: pass the experiment YAML "
+                              "(e.g. recipe inspect configs/digits.yaml)")
+        if not config.exists():
+            raise RecipeError(f"{runs / 'LATEST'} points to {config}, which no longer exists: pass the config file")
+    return load(config, overrides or [])
+
+
+def _options(runs, device, force, quiet, as_json, **extra):
+    from recipe.runner import Options
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise RecipeError(f"--device: must be auto, cpu or cuda (got '{device}')")
+    return Options(runs=runs, device=device, force=force, quiet=quiet, json=as_json, **extra)
+
+
+def _stage(stage: str, config, overrides, runs, device, force, quiet, as_json, **extra) -> int:
+    from recipe import checks as C
+    from recipe.runner import execute
+
+    cfg = _load_config(config, overrides, runs)
+    con = console()
+    options = _options(runs, device, force, quiet, as_json, **extra)
+    if not quiet:
+        con.print(f"[bold]recipe {stage}[/bold] · {cfg.name} · {cfg.path}")
+    record, code = execute(stage, cfg, options, con)
+    checks = [C.Check.from_dict(c) for c in record.get("checks", [])]
+    if not quiet:
+        C.render(checks, con, title=f"{stage} checks")
+        if record.get("summary"):
+            from rich.markup import escape
+
+            con.print(escape(record["summary"]), soft_wrap=True)
+    style = C.STATUS_STYLE.get(record["status"], "")
+    counts = {s: sum(1 for c in checks if c.status == s) for s in ("pass", "warn", "fail", "skip")}
+    tail = ""
+    if code == 0 and stage in NEXT:
+        tail = f" · next: recipe {NEXT[stage]}"
+    elif code == 1:
+        failed = [c.id for c in checks if c.status == "fail"]
+        tail = f" · failed: {', '.join(failed)}"
+    con.print(f"[{style}]{stage} {record['status']}[/{style}] ({counts['pass']} pass, {counts['warn']} warn, "
+              f"{counts['fail']} fail) in {record.get('seconds', 0):.1f}s{tail}", soft_wrap=True)
+    if as_json:
+        typer.echo(json.dumps({"stage": stage, "status": record["status"], "exit_code": code,
+                               "summary": record.get("summary", ""), "checks": record.get("checks", []),
+                               "metrics": record.get("metrics", {}),
+                               "record": str(options.runs / cfg.name / stage / "record.json")}, default=str))
+    return code
+
+
+def _exit(code: int) -> None:
+    if code:
+        raise typer.Exit(code)
+
+
+# ----------------------------------------------------------------------------- stage commands
+
+
+@app.command()
+@handled
+def inspect(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt,
+            device: str = DeviceOpt, force: bool = ForceOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt):
+    """Stage 1: become one with the data (NaN, leaks, imbalance, scale, label noise, signal...)."""
+    _exit(_stage("inspect", config, overrides, runs, device, force, quiet, as_json))
+
+
+@app.command()
+@handled
+def baseline(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt,
+             device: str = DeviceOpt, force: bool = ForceOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt):
+    """Stage 2: end-to-end skeleton, dumb baselines, and the silent model bugs."""
+    _exit(_stage("baseline", config, overrides, runs, device, force, quiet, as_json))
+
+
+@app.command("overfit-batch")
+@handled
+def overfit_batch(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt,
+                  device: str = DeviceOpt, force: bool = ForceOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt):
+    """Stage 3: memorize one batch, find a learning rate, fit the train set."""
+    _exit(_stage("overfit-batch", config, overrides, runs, device, force, quiet, as_json))
+
+
+@app.command()
+@handled
+def regularize(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt,
+               device: str = DeviceOpt, force: bool = ForceOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
+               jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="Worker processes for the ladder.")):
+    """Stage 4: bias vs variance, each regularizer alone with seed noise, the combination kept."""
+    _exit(_stage("regularize", config, overrides, runs, device, force, quiet, as_json, jobs=jobs))
+
+
+class Pruner(str, Enum):
+    none = "none"
+    asha = "asha"
+    median = "median"
+
+
+@app.command()
+@handled
+def tune(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt,
+         device: str = DeviceOpt, force: bool = ForceOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
+         random_search: bool = typer.Option(False, "--random-search", help="Random search (the default)."),
+         grid_search: bool = typer.Option(False, "--grid-search", help="Grid over choices and 3 points per range."),
+         quasi_random: bool = typer.Option(False, "--quasi-random", help="Scrambled Sobol sequence."),
+         tpe: bool = typer.Option(False, "--tpe", help="Tree-structured Parzen estimator."),
+         trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials in the study (total)."),
+         jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="Worker processes sharing the study."),
+         pruner: Optional[Pruner] = typer.Option(None, "--pruner", help="asha | median | none"),
+         storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (postgresql://...).")):
+    """Stage 5: search hyperparameters around regularize's choice."""
+    flags = [m for m, on in (("random", random_search), ("grid", grid_search), ("quasi-random", quasi_random),
+                             ("tpe", tpe)) if on]
+    if len(flags) > 1:
+        raise RecipeError(f"choose one search method, not {' and '.join('--' + f for f in flags)}")
+    opts = {"method": flags[0] if flags else None, "trials": trials, "jobs": jobs,
+            "pruner": pruner.value if pruner else None, "storage": storage}
+    _exit(_stage("tune", config, overrides, runs, device, force, quiet, as_json, tune=opts))
+
+
+@app.command()
+@handled
+def ensemble(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt,
+             device: str = DeviceOpt, force: bool = ForceOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt):
+    """Stage 6: ensemble the top tuned models, then evaluate the sealed test split once."""
+    _exit(_stage("ensemble", config, overrides, runs, device, force, quiet, as_json))
+
+
+@app.command()
+@handled
+def run(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt,
+        device: str = DeviceOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
+        rerun: bool = typer.Option(False, "--rerun", help="Rerun stages that are already up to date.")):
+    """All stages in order; stages already passed and fresh are skipped; stops at the first that does not pass."""
+    from recipe.workspace import STAGES, Workspace, stage_state
+
+    cfg = _load_config(config, overrides, runs)
+    con = console()
+    ws = Workspace(runs, cfg.name)
+    results = []
+    code = 0
+    for stage in STAGES:
+        state, _ = stage_state(ws, stage, cfg.model_dump(mode="json"))
+        if state == "passed" and not rerun:
+            con.print(f"[green]{stage}[/green]: up to date (passed); --rerun to run it again")
+            results.append({"stage": stage, "status": "up to date", "exit_code": 0})
+            continue
+        code = _stage(stage, cfg.path, overrides, runs, device, False, quiet, False)
+        results.append({"stage": stage, "exit_code": code})
+        if code:
+            break
+    if as_json:
+        typer.echo(json.dumps({"stages": results, "exit_code": code}))
+    _exit(code)
+
+
+# ----------------------------------------------------------------------------- commands that train nothing
+
+
+@app.command()
+@handled
+def status(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt,
+           as_json: bool = JsonOpt):
+    """One row per stage: passed / failed / forced / stale / missing, and why."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from recipe.checks import STATUS_STYLE
+    from recipe.workspace import STAGES, Workspace, stage_state
+
+    cfg = _load_config(config, overrides, runs)
+    ws = Workspace(runs, cfg.name)
+    now = cfg.model_dump(mode="json")
+    rows = []
+    for stage in STAGES:
+        state, reasons = stage_state(ws, stage, now)
+        rec = ws.read_record(stage) or {}
+        rows.append({"stage": stage, "state": state, "reasons": reasons, "finished": rec.get("finished"),
+                     "summary": rec.get("summary", "")})
+    if as_json:
+        typer.echo(json.dumps({"name": cfg.name, "stages": rows}))
+        return
+    table = Table(title=f"{cfg.name} ({runs / cfg.name})")
+    for col in ("stage", "state", "finished", "why / summary"):
+        table.add_column(col)
+    for r in rows:
+        style = STATUS_STYLE.get(r["state"], "")
+        why = "; ".join(r["reasons"]) if r["reasons"] else r["summary"]
+        table.add_row(r["stage"], f"[{style}]{r['state']}[/{style}]", r["finished"] or "", escape(why))
+    console().print(table)
+
+
+@app.command("checks")
+@handled
+def checks_cmd(as_json: bool = JsonOpt):
+    """The check catalog: id, stage, what it catches, source, thresholds."""
+    from rich.table import Table
+
+    from recipe.checks import CATALOG
+
+    if as_json:
+        typer.echo(json.dumps([{"id": s.id, "stage": s.stage, "catches": s.catches, "refs": list(s.refs),
+                                "thresholds": s.thresholds} for s in CATALOG.values()]))
+        return
+    table = Table(title="recipe checks")
+    for col in ("id", "stage", "catches", "refs", "thresholds"):
+        table.add_column(col)
+    for s in CATALOG.values():
+        table.add_row(s.id, s.stage, s.catches, " ".join(s.refs),
+                      ", ".join(f"{k}={v}" for k, v in s.thresholds.items()))
+    console().print(table)
+
+
+@app.command()
+@handled
+def schema():
+    """JSON Schema of the config (point your editor's YAML plugin at it)."""
+    from recipe.config import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
+
+
+@app.command()
+@handled
+def init(directory: Path = typer.Argument(Path("."), help="Where to write the starter config."),
+         name: Optional[str] = typer.Option(None, "--name", help="Experiment name (default: the folder's name)."),
+         force: bool = typer.Option(False, "--force", help="Overwrite existing files.")):
+    """Write a commented starter config and a Makefile snippet with one target per stage."""
+    import re
+
+    from recipe.config import MAKEFILE_SNIPPET, STARTER
+    from recipe.workspace import atomic_write_bytes
+
+    name = name or re.sub(r"[^A-Za-z0-9._-]", "-", directory.resolve().name).strip("-.") or "experiment"
+    config_path, make_path = directory / f"{name}.yaml", directory / "recipe.mk"
+    for p in (config_path, make_path):
+        if p.exists() and not force:
+            raise RecipeError(f"{p} already exists: pass --force to overwrite it")
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(config_path, STARTER.format(name=name).encode())
+    atomic_write_bytes(make_path, MAKEFILE_SNIPPET.format(name=name).encode())
+    con = console()
+    con.print(f"wrote {config_path} and {make_path}")
+    con.print(f"next: recipe inspect {config_path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""Data sources: each returns a Table (named columns) or arrays, naming the file in every error."""
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from recipe.errors import DataError
+
+BUILTINS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+@dataclass
+class Table:
+    """Rows from one source: feature columns (or a matrix), a target, where it came from."""
+
+    origin: str                         # file path or description, for messages
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # tabular sources
+    matrix: Optional[np.ndarray] = None  # array sources: (N, ...) samples
+    target: Optional[np.ndarray] = None
+    target_name: str = "label"
+    shape: Optional[tuple[int, ...]] = None  # natural per-sample shape (images)
+    files: list[str] = field(default_factory=list)  # files read, for the gate's data digests
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. image-folder findings
+
+    @property
+    def n_rows(self) -> int:
+        if self.matrix is not None:
+            return len(self.matrix)
+        return len(self.target) if self.target is not None else 0
+
+    def take(self, idx: np.ndarray) -> "Table":
+        return Table(
+            origin=self.origin,
+            columns={k: v[idx] for k, v in self.columns.items()},
+            matrix=None if self.matrix is None else self.matrix[idx],
+            target=None if self.target is None else self.target[idx],
+            target_name=self.target_name,
+            shape=self.shape,
+            files=self.files,
+            extra=self.extra,
+        )
+
+
+def read_source(spec: str, resolve, target: str, features: Optional[list[str]]) -> Table:
+    """Dispatch on the source string: builtin:, module:function, or a path."""
+    if spec.startswith("builtin:"):
+        return _builtin(spec.split(":", 1)[1])
+    path = resolve(spec)
+    if not path.exists() and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec):
+        return _callable(spec)
+    if path.is_dir():
+        from recipe.data.images import read_image_folder
+
+        return read_image_folder(path)
+    if not path.exists():
+        raise DataError(f"{path}: data file not found (data.source)")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return _npz(path)
+    if suffix in (".csv", ".tsv", ".txt"):
+        return _columns(_read_csv(path), path, target, features)
+    if suffix in (".parquet", ".pq"):
+        return _columns(_read_parquet(path), path, target, features)
+    raise DataError(f"{path}: unsupported file type '{suffix}' (use .csv, .parquet, .npz or an image folder)")
+
+
+def _builtin(name: str) -> Table:
+    if name not in BUILTINS:
+        raise DataError(f"builtin:{name}: unknown builtin dataset (choose from {', '.join(BUILTINS)})")
+    from sklearn import datasets
+
+    bunch = getattr(datasets, f"load_{name}")()
+    x = np.asarray(bunch.data, dtype=np.float32)
+    shape = (1, 8, 8) if name == "digits" else None
+    names = [str(n) for n in getattr(bunch, "feature_names", [])] or [f"x{i}" for i in range(x.shape[1])]
+    cols = {n: x[:, i] for i, n in enumerate(names)}
+    return Table(origin=f"builtin:{name}", columns=cols, target=np.asarray(bunch.target),
+                 target_name="target", shape=shape)
+
+
+def _callable(spec: str) -> Table:
+    module_name, func_name = spec.split(":")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as e:
+        raise DataError(f"{spec}: cannot import data function ({e})") from None
+    out = func()
+    if isinstance(out, dict):
+        x, y = out.get("x"), out.get("y")
+    elif isinstance(out, (tuple, list)) and len(out) == 2:
+        x, y = out
+    else:
+        raise DataError(f"{spec}: the data function must return (x, y) or {{'x': ..., 'y': ...}}")
+    return _arrays(np.asarray(x), np.asarray(y), spec)
+
+
+def _npz(path: Path) -> Table:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("x", "y") if k not in z.files]
+            if missing:
+                raise DataError(f"{path}: NPZ must hold arrays 'x' and 'y' (missing {', '.join(missing)}; "
+                                f"found {', '.join(z.files) or 'none'})")
+            x, y = z["x"], z["y"]
+    except DataError:
+        raise
+    except ValueError as e:
+        raise DataError(f"{path}: cannot load NPZ without pickle ({e}); store numeric arrays") from None
+    except (OSError, EOFError, Exception) as e:  # zipfile.BadZipFile and friends
+        raise DataError(f"{path}: unreadable NPZ ({e.__class__.__name__}: {e})") from None
+    t = _arrays(x, y, str(path))
+    t.files = [str(path)]
+    return t
+
+
+def _arrays(x: np.ndarray, y: np.ndarray, origin: str) -> Table:
+    if x.dtype == object or y.dtype == object:
+        raise DataError(f"{origin}: 'x' and 'y' must be numeric arrays (got {x.dtype} and {y.dtype})")
+    if x.ndim < 2:
+        x = x.reshape(-1, 1)
+    if len(x) != len(y):
+        raise DataError(f"{origin}: 'x' has {len(x)} samples but 'y' has {len(y)}")
+    if y.ndim != 1:
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        else:
+            raise DataError(f"{origin}: 'y' must be one label or value per sample (got shape {y.shape})")
+    if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
+        raise DataError(f"{origin}: 'x' must be numeric (got dtype {x.dtype})")
+    shape = tuple(x.shape[1:]) if x.ndim > 2 else None
+    return Table(origin=origin, matrix=x.reshape(len(x), -1).astype(np.float32), target=y, shape=shape)
+
+
+# ----------------------------------------------------------------------------- columnar files
+
+
+def _read_csv(path: Path):
+    import pyarrow as pa
+    from pyarrow import csv
+
+    try:
+        head = path.open("rb").read(4096)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    if not head.strip():
+        raise DataError(f"{path}: the file is empty")
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # a multi-byte char cut at the block edge is fine
+            raise DataError(f"{path}: not UTF-8 text (byte {e.start}); re-save the file as UTF-8") from None
+    try:
+        table = csv.read_csv(
+            path,
+            parse_options=csv.ParseOptions(delimiter=delimiter),
+            read_options=csv.ReadOptions(block_size=1 << 24),
+            convert_options=csv.ConvertOptions(strings_can_be_null=True),
+        )
+    except pa.ArrowInvalid as e:
+        msg = str(e).splitlines()[0]
+        if "UTF8" in msg or "utf8" in msg.lower():
+            raise DataError(f"{path}: not UTF-8 text ({msg}); re-save the file as UTF-8") from None
+        raise DataError(f"{path}: malformed CSV ({msg})") from None
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"{path}: cannot read CSV ({e})") from None
+    names = table.column_names
+    if names and names[0].startswith("\ufeff"):
+        table = table.rename_columns([names[0][1:], *names[1:]])
+    if table.num_rows == 0:
+        raise DataError(f"{path}: header only, no data rows")
+    if table.num_columns == 1 and delimiter == "," and any(d in table.column_names[0] for d in (";", "\t", "|")):
+        raise DataError(f"{path}: only one column '{table.column_names[0][:40]}' was found; "
+                        "the file seems to use another delimiter than ','")
+    return table
+
+
+def _read_parquet(path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"{path}: cannot read Parquet ({e})") from None
+    if table.num_rows == 0:
+        raise DataError(f"{path}: no data rows")
+    return table
+
+
+def _columns(table, path: Path, target: str, features: Optional[list[str]]) -> Table:
+    import pyarrow as pa
+    import pyarrow.types as pt
+
+    names = table.column_names
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(f"{path}: duplicate column names: {', '.join(dupes)}")
+    if target not in names:
+        import difflib
+
+        close = difflib.get_close_matches(target, names, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f" (columns: {', '.join(names[:12])})"
+        raise DataError(f"{path}: target column '{target}' not found (data.target){hint}")
+    wanted = features if features is not None else [n for n in names if n != target]
+    missing = [f for f in wanted if f not in names]
+    if missing:
+        raise DataError(f"{path}: feature column(s) {', '.join(map(repr, missing))} not found (data.features)")
+    if target in wanted:
+        raise DataError(f"{path}: the target column '{target}' is also listed in data.features")
+    cols: dict[str, np.ndarray] = {}
+    for name in wanted + [target]:
+        col = table.column(name)
+        typ = col.type
+        if pt.is_nested(typ) or pt.is_struct(typ) or pt.is_map(typ):
+            raise DataError(f"{path}: column '{name}' holds nested values ({typ}); flatten it or drop it with data.features")
+        if pt.is_temporal(typ):
+            raise DataError(f"{path}: column '{name}' is a date/time ({typ}); derive numeric features from it "
+                            "or drop it with data.features")
+        if pt.is_binary(typ) or pt.is_large_binary(typ):
+            raise DataError(f"{path}: column '{name}' holds binary values; drop it with data.features")
+        if pt.is_dictionary(typ):
+            col = col.cast(pa.string())
+            typ = col.type
+        if pt.is_boolean(typ):
+            arr = np.array([np.nan if v is None else float(v) for v in col.to_pylist()], dtype=np.float32) \
+                if col.null_count else col.to_numpy(zero_copy_only=False).astype(np.float32)
+        elif pt.is_integer(typ) or pt.is_floating(typ) or pt.is_decimal(typ):
+            arr = col.to_numpy(zero_copy_only=False)
+            arr = arr.astype(np.float64) if pt.is_decimal(typ) else arr
+        elif pt.is_string(typ) or pt.is_large_string(typ) or pt.is_null(typ):
+            arr = np.array(col.to_pylist(), dtype=object)
+        else:
+            raise DataError(f"{path}: column '{name}' has unsupported type {typ}; drop it with data.features")
+        cols[name] = arr
+    y = cols.pop(target)
+    return Table(origin=str(path), columns=cols, target=y, target_name=target, files=[str(path)])

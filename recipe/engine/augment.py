@@ -1,0 +1,42 @@
+"""Augmentations applied on the device inside the training loop (regularize's augment rung)."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+
+Augment = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+NOISE_STD = 0.1   # in normalized units: features are standardized, so a tenth of a standard deviation
+MAX_SHIFT = 1     # pixels, for images as small as 8x8
+
+
+def _shift(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random translation by up to MAX_SHIFT pixels with zero (= mean after normalization) padding."""
+    b, c, h, w = img.shape
+    pad = torch.nn.functional.pad(img, (MAX_SHIFT,) * 4)
+    dx = torch.randint(0, 2 * MAX_SHIFT + 1, (1,), generator=gen, device=img.device).item()
+    dy = torch.randint(0, 2 * MAX_SHIFT + 1, (1,), generator=gen, device=img.device).item()
+    return pad[:, :, dy:dy + h, dx:dx + w]
+
+
+def build(kinds: Sequence[str], shape: Sequence[int]) -> Optional[Augment]:
+    """A batch transform for `kinds` (hflip, crop, shift, noise), or None when there is nothing to do."""
+    kinds = list(kinds)
+    if not kinds:
+        return None
+    image = len(shape) == 3
+
+    def apply(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+        if image and any(k in kinds for k in ("hflip", "crop", "shift")):
+            img = x.reshape(len(x), *shape)
+            if "hflip" in kinds:
+                flip = torch.rand(len(x), generator=gen, device=x.device) < 0.5
+                img = torch.where(flip[:, None, None, None], img.flip(-1), img)
+            if "crop" in kinds or "shift" in kinds:
+                img = _shift(img, gen)
+            x = img.reshape(len(x), -1)
+        if "noise" in kinds:
+            x = x + NOISE_STD * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        return x, y
+
+    return apply

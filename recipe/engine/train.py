@@ -1,0 +1,357 @@
+"""The one training loop (DESIGN §6): device-resident data batched by index, seeds, early stopping,
+max_seconds, whole-split evaluation, metrics.jsonl, atomic checkpoints, bf16 autocast on CUDA."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recipe.engine.monitors import Health, NonFiniteLoss
+from recipe.errors import ModelError, RecipeError
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RecipeError("--device cuda: no CUDA device is available here")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+@dataclass
+class Tensors:
+    """One split on the device: normalized inputs (N, D) and targets (N,)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, idx) -> "Tensors":
+        idx = torch.as_tensor(idx, device=self.x.device)
+        return Tensors(self.x[idx], self.y[idx])
+
+
+def to_tensors(ds, split, device: torch.device) -> Tensors:
+    x = torch.from_numpy(np.ascontiguousarray(ds.normalize(split.x))).to(device)
+    y = torch.from_numpy(np.ascontiguousarray(ds.target(split.y))).to(device)
+    return Tensors(x, y)
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    if name == "momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if name == "nesterov":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise RecipeError(f"train.optimizer: unknown optimizer '{name}'")
+
+
+def loss_fn(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if task == "classification":
+        return F.cross_entropy
+    return lambda out, y: F.mse_loss(out.float(), y)
+
+
+def check_output(out: torch.Tensor, batch: int, task: str, num_outputs: int) -> torch.Tensor:
+    """Validate the model's output shape once; regression (B, 1) becomes (B,)."""
+    if task == "regression":
+        if out.ndim == 2 and out.shape[1] == 1:
+            out = out[:, 0]
+        if tuple(out.shape) != (batch,):
+            raise ModelError(f"model output has shape {tuple(out.shape)}; regression expects ({batch},) or ({batch}, 1)")
+        return out
+    if tuple(out.shape) != (batch, num_outputs):
+        raise ModelError(f"model output has shape {tuple(out.shape)}; expected ({batch}, {num_outputs}) logits "
+                         f"for {num_outputs} classes (labels are mapped to 0..{num_outputs - 1})")
+    return out
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch: int = 8192, train_mode: bool = False,
+            precision: str = "auto") -> torch.Tensor:
+    """Model outputs for every row of x, in float32."""
+    was = model.training
+    model.train(train_mode)
+    ac = _autocast(x.device, precision)
+    outs = []
+    for i in range(0, len(x), batch):
+        with ac if ac is not None else contextlib.nullcontext():
+            outs.append(model(x[i:i + batch]).float())
+    model.train(was)
+    out = torch.cat(outs) if outs else torch.zeros(0, device=x.device)
+    return out
+
+def score_outputs(out: torch.Tensor, y: torch.Tensor, task: str, num_classes: int = 0) -> dict[str, Any]:
+    """Loss, score (accuracy or R²) and per-class accuracy from outputs on a whole split."""
+    if task == "classification":
+        loss = F.cross_entropy(out, y).item()
+        pred = out.argmax(1)
+        acc = (pred == y).float().mean().item()
+        k = max(num_classes, int(y.max().item()) + 1 if len(y) else 0)
+        total = torch.bincount(y, minlength=k).float()
+        right = torch.bincount(y[pred == y], minlength=k).float()
+        per_class = torch.where(total > 0, right / total.clamp_min(1), torch.full_like(total, float("nan"))).tolist()
+        return {"loss": loss, "score": acc, "accuracy": acc, "per_class": per_class[:num_classes] if num_classes else per_class}
+    out = out[:, 0] if out.ndim == 2 else out
+    mse = F.mse_loss(out, y).item()
+    var = y.var(unbiased=False).item()
+    r2 = 1.0 - mse / var if var > 0 else float("nan")
+    return {"loss": mse, "score": r2, "r2": r2, "mse_std_units": mse}
+
+
+def evaluate(model: nn.Module, t: Tensors, task: str, num_classes: int = 0, train_mode: bool = False,
+             precision: str = "auto") -> dict[str, Any]:
+    out = predict(model, t.x, train_mode=train_mode, precision=precision)
+    return score_outputs(out, t.y, task, num_classes)
+
+
+def error_of(score: float) -> float:
+    """The error a score implies: 1 - accuracy, or 1 - R² (MSE over variance)."""
+    return 1.0 - score
+
+
+@dataclass
+class RunResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best: dict[str, Any] = field(default_factory=dict)      # val metrics at the best epoch
+    final_train: dict[str, Any] = field(default_factory=dict)
+    stopped: str = "completed"
+    steps: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+    health: list = field(default_factory=list)
+    first_loss: float = float("nan")
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"best_epoch": self.best_epoch, "val": _plain(self.best), "train": _plain(self.final_train),
+                "stopped": self.stopped, "steps": self.steps, "seconds": round(self.seconds, 3),
+                "epochs": len(self.history)}
+
+
+def _plain(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k != "per_class"} | ({"per_class": d["per_class"]} if "per_class" in d else {})
+
+
+class Pruned(Exception):
+    """Raised by an on_epoch callback to end a run early (tune pruning)."""
+
+
+def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    from recipe.workspace import atomic_path
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state, "meta": json.loads(json.dumps(meta, default=str))}, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load with weights_only=True: a checkpoint that tries to run code is refused, not executed."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: checkpoint not found") from None
+    except Exception as e:  # pickle.UnpicklingError and friends: refuse, never execute
+        raise RecipeError(f"{path}: refusing to load checkpoint: it is not a plain weights file "
+                          f"({e.__class__.__name__}: {str(e).splitlines()[0][:160]})") from None
+
+
+def fit(
+    model: nn.Module,
+    train: Tensors,
+    val: Optional[Tensors],
+    *,
+    task: str,
+    num_classes: int,
+    optimizer: str,
+    lr: float,
+    weight_decay: float = 0.0,
+    batch_size: int = 64,
+    epochs: int = 30,
+    seed: int = 0,
+    precision: str = "auto",
+    early_stopping: Optional[dict] = None,
+    max_seconds: Optional[float] = None,
+    metrics_path: Optional[Path] = None,
+    on_epoch: Optional[Callable[[int, dict], None]] = None,
+    progress: Optional[Callable[[int, dict], None]] = None,
+    augment: Optional[Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple]] = None,
+    monitor_every: int = 50,
+    health_thresholds: Optional[dict] = None,
+    restore_best: bool = True,
+    eval_train: bool = True,
+) -> RunResult:
+    """Train `model` in place; returns history, best val metrics and health checks.
+
+    With restore_best, the weights at the best val epoch are loaded back at the end (early stopping).
+    """
+    device = train.x.device
+    seed_everything(seed)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    model.to(device)
+    opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
+    compute_loss = loss_fn(task)
+    ac = _autocast(device, precision)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    health = Health(model, every=monitor_every, thresholds=health_thresholds)
+    n = len(train)
+    bs = min(batch_size, n)
+    metric = (early_stopping or {}).get("metric", "val_loss")
+    patience = (early_stopping or {}).get("patience")
+    result = RunResult()
+    best_value, best_state, since_best = math.inf, None, 0
+    last_eval: Optional[dict] = None
+    metrics_file = open(metrics_path, "a") if metrics_path else None
+    num_outputs = num_classes if task == "classification" else 1
+    start = time.perf_counter()
+    step = 0
+    try:
+        for epoch in range(epochs):
+            model.train()
+            perm = torch.randperm(n, generator=gen, device=device)
+            epoch_loss = torch.zeros((), device=device)
+            batches = 0
+            for i in range(0, n, bs):
+                idx = perm[i:i + bs]
+                if len(idx) < 2 and batches:  # a 1-sample tail batch breaks BatchNorm and adds noise
+                    continue
+                xb, yb = train.x[idx], train.y[idx]
+                if augment is not None:
+                    xb, yb = augment(xb, yb, gen)
+                if ac is None:
+                    out = model(xb)
+                else:
+                    with ac:
+                        out = model(xb)
+                if step == 0:
+                    out = check_output(out, len(idx), task, num_outputs)
+                elif task == "regression" and out.ndim == 2:
+                    out = out[:, 0]
+                loss = compute_loss(out, yb)
+                if step == 0:
+                    result.first_loss = float(loss.detach())
+                opt.zero_grad(set_to_none=True)
+                if scaler is None:
+                    loss.backward()
+                    opt.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                epoch_loss += loss.detach()
+                health.on_batch_end(step, loss)
+                step += 1
+                batches += 1
+                result.samples += len(idx)
+            health.flush(step - 1)
+            train_loss = float(epoch_loss) / max(batches, 1)
+            health.on_epoch_end(train_loss)
+            row: dict[str, Any] = {"epoch": epoch + 1, "step": step, "train_loss": train_loss}
+            if val is not None:
+                v = evaluate(model, val, task, num_classes, precision=precision)
+                last_eval = v
+                row.update(val_loss=v["loss"], val_score=v["score"])
+            row["seconds"] = round(time.perf_counter() - start, 4)
+            result.history.append(row)
+            if metrics_file:
+                metrics_file.write(json.dumps(row) + "\n")
+                metrics_file.flush()
+            if progress:
+                progress(epoch + 1, row)
+            if val is not None:
+                value = row["val_loss"] if metric == "val_loss" else -row["val_score"]
+                if value < best_value - 1e-9:
+                    best_value, since_best = value, 0
+                    result.best_epoch = epoch + 1
+                    result.best = {"loss": row["val_loss"], "score": row["val_score"]}
+                    if restore_best:
+                        best_state = copy.deepcopy(model.state_dict())
+                else:
+                    since_best += 1
+            if on_epoch is not None:
+                on_epoch(epoch + 1, row)
+            if patience is not None and since_best >= patience:
+                result.stopped = "early_stopping"
+                break
+            if max_seconds is not None and time.perf_counter() - start > max_seconds:
+                result.stopped = "max_seconds"
+                break
+    except NonFiniteLoss:
+        result.stopped = "non_finite"
+    except Pruned:
+        result.stopped = "pruned"
+    finally:
+        if metrics_file:
+            metrics_file.close()
+    result.steps = step
+    result.seconds = time.perf_counter() - start
+    restored = False
+    if restore_best and best_state is not None and result.stopped != "non_finite" and result.best_epoch != len(result.history):
+        model.load_state_dict(best_state)
+        restored = True
+    if val is not None and result.stopped != "non_finite":
+        # the weights are those of the last evaluation unless the best epoch was restored: reuse it
+        result.best = dict(last_eval) if (last_eval is not None and not restored and result.stopped != "pruned") else \
+            evaluate(model, val, task, num_classes, precision=precision)
+    if eval_train and result.stopped != "non_finite":
+        result.final_train = evaluate(model, train, task, num_classes, precision=precision)
+    result.health = health.checks()
+    return result
+
+
+def fit_from_config(model, train: Tensors, val: Optional[Tensors], cfg, ds, *, seed: Optional[int] = None,
+                    **kwargs) -> RunResult:
+    """fit() with the experiment's train section; keyword arguments override it."""
+    t = cfg.train
+    params = dict(
+        task=ds.task, num_classes=ds.num_classes, optimizer=t.optimizer, lr=t.lr, weight_decay=t.weight_decay,
+        batch_size=t.batch_size, epochs=t.epochs, seed=cfg.seed if seed is None else seed, precision=t.precision,
+        early_stopping=t.early_stopping.model_dump() if t.early_stopping else None, max_seconds=t.max_seconds,
+        restore_best=t.early_stopping is not None,   # without early stopping, the last epoch is the model
+    )
+    if cfg.data.augment:
+        from recipe.engine.augment import build
+
+        params["augment"] = build(cfg.data.augment, ds.shape)
+    params.update(kwargs)
+    return fit(model, train, val, **params)

@@ -1,0 +1,177 @@
+"""Models: linear, mlp, cnn, resnet and import-path factories; init helpers."""
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from recipe.errors import ModelError
+
+ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
+
+
+def mlp(in_features: int, hidden: Sequence[int], out: int, activation: str, dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = in_features
+    for h in hidden:
+        layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = h
+    layers.append(nn.Linear(width, out))
+    return nn.Sequential(*layers)
+
+
+class CNN(nn.Module):
+    """conv3x3-act(-pool) blocks, then a linear head; pools while the map is at least 4 wide."""
+
+    def __init__(self, shape: Sequence[int], channels: Sequence[int], out: int, activation: str, dropout: float):
+        super().__init__()
+        c, h, w = _chw(shape)
+        blocks: list[nn.Module] = []
+        for ch in channels:
+            blocks += [nn.Conv2d(c, ch, 3, padding=1), ACTIVATIONS[activation]()]
+            if min(h, w) >= 4:
+                blocks.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            c = ch
+        self.shape = _chw(shape)
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
+                                  nn.Linear(c * h * w, out))
+
+    def forward(self, x):  # x: (B, C*H*W) or (B, C, H, W)
+        x = x.reshape(x.shape[0], *self.shape)  # (B, C, H, W)
+        return self.head(self.features(x))
+
+
+class _Block(nn.Module):
+    def __init__(self, ch: int, activation: str):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch),
+                                  ACTIVATIONS[activation](), nn.Conv2d(ch, ch, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(ch))
+        self.act = ACTIVATIONS[activation]()
+
+    def forward(self, x):
+        return self.act(x + self.body(x))
+
+
+class ResNet(nn.Module):
+    """A small residual network: stem conv, one residual block per entry of `hidden`, global pooling."""
+
+    def __init__(self, shape: Sequence[int], channels: Sequence[int], out: int, activation: str, dropout: float):
+        super().__init__()
+        c, _, _ = _chw(shape)
+        self.shape = _chw(shape)
+        width = channels[0]
+        stages: list[nn.Module] = [nn.Conv2d(c, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                   ACTIVATIONS[activation]()]
+        for ch in channels:
+            if ch != width:
+                stages += [nn.Conv2d(width, ch, 1, bias=False), nn.BatchNorm2d(ch)]
+                width = ch
+            stages.append(_Block(ch, activation))
+        self.features = nn.Sequential(*stages)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Dropout(dropout) if dropout > 0 else nn.Identity(), nn.Linear(width, out))
+
+    def forward(self, x):
+        x = x.reshape(x.shape[0], *self.shape)  # (B, C, H, W)
+        return self.head(self.features(x))
+
+
+def _chw(shape: Sequence[int]) -> tuple[int, int, int]:
+    if len(shape) == 3:
+        return int(shape[0]), int(shape[1]), int(shape[2])
+    if len(shape) == 2:
+        return 1, int(shape[0]), int(shape[1])
+    raise ModelError(f"model.kind cnn/resnet needs image-shaped data: set data.shape to [C, H, W] (got {list(shape)})")
+
+
+def build(model_cfg, input_shape: Sequence[int], num_outputs: int) -> nn.Module:
+    """Build the configured network (not yet initialised beyond PyTorch's default)."""
+    kind = model_cfg.kind
+    in_features = int(math.prod(input_shape))
+    if kind == "linear":
+        return nn.Sequential(nn.Flatten(), nn.Linear(in_features, num_outputs))
+    if kind == "mlp":
+        return mlp(in_features, model_cfg.hidden, num_outputs, model_cfg.activation, model_cfg.dropout)
+    if kind == "cnn":
+        return CNN(input_shape, model_cfg.hidden, num_outputs, model_cfg.activation, model_cfg.dropout)
+    if kind == "resnet":
+        return ResNet(input_shape, model_cfg.hidden, num_outputs, model_cfg.activation, model_cfg.dropout)
+    return _from_import_path(kind, input_shape, num_outputs, model_cfg.args)
+
+
+def _from_import_path(path: str, input_shape, num_outputs: int, args: dict) -> nn.Module:
+    module_name, attr = path.split(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ModelError(f"model.kind: cannot import '{path}' ({e})") from None
+    try:
+        model = factory(input_shape=tuple(input_shape), num_outputs=num_outputs, **args)
+    except TypeError as e:
+        raise ModelError(f"model.kind: '{path}' rejected its arguments ({e}); it is called as "
+                         "Factory(input_shape=..., num_outputs=..., **model.args)") from None
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model.kind: '{path}' returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def init_weights(model: nn.Module, scheme: str, activation: str = "relu") -> None:
+    if scheme == "default":
+        return
+    nonlinearity = "relu" if activation in ("relu", "gelu") else ("leaky_relu" if activation == "leaky_relu" else "tanh")
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            if scheme == "kaiming":
+                nn.init.kaiming_normal_(m.weight, nonlinearity=nonlinearity)
+            else:
+                nn.init.xavier_normal_(m.weight, gain=nn.init.calculate_gain(nonlinearity))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def final_layer(model: nn.Module, num_outputs: int) -> Optional[nn.Linear]:
+    """The last nn.Linear producing `num_outputs` values, or None if the model has no such layer."""
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear) and m.out_features == num_outputs:
+            last = m
+    return last
+
+
+def expected_output_bias(task: str, priors: Optional[Sequence[float]]) -> torch.Tensor:
+    """Log class priors (classification) or the standardized target mean, 0 (regression)."""
+    if task == "classification":
+        p = torch.tensor(priors, dtype=torch.float32).clamp_min(1e-8)
+        return torch.log(p)
+    return torch.zeros(1)
+
+
+def set_output_bias(model: nn.Module, task: str, priors: Optional[Sequence[float]], num_outputs: int) -> bool:
+    layer = final_layer(model, num_outputs)
+    if layer is None or layer.bias is None:
+        return False
+    with torch.no_grad():
+        layer.bias.copy_(expected_output_bias(task, priors).to(layer.bias))
+    return True
+
+
+def create(cfg, ds, seed: int, overrides=None) -> nn.Module:
+    """The experiment's model, seeded, initialised, output bias set to the priors."""
+    torch.manual_seed(seed)
+    model_cfg = cfg.model
+    model = build(model_cfg, ds.shape, ds.num_outputs)
+    init_weights(model, model_cfg.init, model_cfg.activation)
+    set_output_bias(model, ds.task, ds.class_priors(), ds.num_outputs)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,257 @@
+"""Run one stage: gate, lock, load data, write an honest record whatever happens."""
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from recipe import __version__
+from recipe import checks as C
+from recipe.errors import GateError, RecipeError
+from recipe.workspace import READS, Artifacts, Workspace, gate, read_artifact_json, remember_config, upstream_of
+
+MODULES = {
+    "inspect": "recipe.stages.inspect",
+    "baseline": "recipe.stages.baseline",
+    "overfit-batch": "recipe.stages.overfit",
+    "regularize": "recipe.stages.regularize",
+    "tune": "recipe.stages.tune",
+    "ensemble": "recipe.stages.ensemble",
+}
+
+
+@dataclass
+class StageResult:
+    """What a stage returns: its checks, metrics, a one-line summary, extra record fields."""
+
+    checks: list[C.Check]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Options:
+    runs: Path = Path("runs")
+    device: str = "auto"
+    force: bool = False
+    quiet: bool = False
+    json: bool = False
+    jobs: Optional[int] = None
+    tune: dict[str, Any] = field(default_factory=dict)   # CLI-only tune options (method flags, storage)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Context:
+    """The stage's view of its workspace (the `ws` of DESIGN's `run(cfg, ws)`)."""
+
+    def __init__(self, stage: str, cfg, workspace: Workspace, options: Options, console):
+        self.stage, self.cfg, self.workspace, self.options, self.console = stage, cfg, workspace, options, console
+        self.dir = workspace.stage_dir(stage)
+        self.artifacts = Artifacts(self.dir)
+        self._data = None
+        self._device = None
+        self.upstream_digests: dict[str, str] = {}
+
+    # data and device -------------------------------------------------------------------
+    def data(self):
+        if self._data is None:
+            from recipe.data import load
+
+            self._data = load(self.cfg)
+        return self._data
+
+    @property
+    def device(self):
+        if self._device is None:
+            from recipe.engine.train import pick_device
+
+            self._device = pick_device(self.options.device)
+        return self._device
+
+    def tensors(self, split: str):
+        """train or val as device-resident tensors (normalized), cached for the stage."""
+        if split not in ("train", "val"):
+            raise ValueError(f"ctx.tensors serves train and val only, not {split!r}: the test split is sealed")
+        cache = self.__dict__.setdefault("_tensors", {})
+        if split not in cache:
+            from recipe.engine.train import to_tensors
+
+            ds = self.data()
+            cache[split] = to_tensors(ds, getattr(ds, split), self.device)
+        return cache[split]
+
+    # upstream --------------------------------------------------------------------------
+    def upstream(self, stage: str) -> dict:
+        rec = self.workspace.read_record(stage)
+        if rec is None:
+            raise GateError(f"{stage} has not run: run 'recipe {stage}' first")
+        return rec
+
+    def upstream_json(self, stage: str, rel: str) -> Any:
+        return read_artifact_json(self.workspace, stage, rel)
+
+    def upstream_path(self, stage: str, rel: str) -> Path:
+        return self.workspace.stage_dir(stage) / rel
+
+    # helpers ---------------------------------------------------------------------------
+    def thresholds(self, check_id: str) -> dict[str, Any]:
+        return C.thresholds(check_id, self.cfg.checks)
+
+    def log(self, message: str) -> None:
+        if not self.options.quiet:
+            self.console.print(message)
+
+    def progress(self, description: str, total: int):
+        return _Progress(self.console, description, total, disabled=self.options.quiet)
+
+
+class _Progress:
+    """A Rich progress bar with ETA on stderr; `update(done, row)` fits the engine's progress hook."""
+
+    def __init__(self, console, description: str, total: int, disabled: bool):
+        self.console, self.description, self.total, self.disabled = console, description, total, disabled
+        self.bar = None
+
+    def __enter__(self):
+        if not self.disabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                                TextColumn("{task.fields[info]}"), console=self.console, transient=True)
+            self.bar.__enter__()
+            self.task = self.bar.add_task(self.description, total=self.total, info="")
+        return self
+
+    def update(self, done: int, row: Optional[dict] = None) -> None:
+        if self.bar is None:
+            return
+        info = ""
+        if row:
+            info = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k in ("train_loss", "val_loss", "val_score")
+                             and isinstance(v, float))
+        self.bar.update(self.task, completed=done, info=info)
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False
+
+
+def _versions() -> dict[str, str]:
+    import sys
+
+    out = {"recipe": __version__, "python": platform.python_version()}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out["torch"] = torch.__version__
+    return out
+
+
+def _clear_stage_dir(path: Path, keep: tuple[str, ...]) -> None:
+    if not path.exists():
+        return
+    for child in path.iterdir():
+        if child.name in keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def execute(stage: str, cfg, options: Options, console) -> tuple[dict, int]:
+    """Run `stage` end to end; returns (record, exit code). Raises RecipeError for exit 2/3."""
+    module = importlib.import_module(MODULES[stage])
+    ws = Workspace(options.runs, cfg.name)
+    config_now = cfg.model_dump(mode="json")
+    problems = gate(ws, stage, config_now)
+    if problems and not options.force:
+        raise GateError([p.message for p in problems] + [f"run '{problems[0].command}' (or pass --force)"])
+    shared = getattr(module, "SHARED_LOCK", False)
+    with ws.lock(shared=shared):
+        ctx = Context(stage, cfg, ws, options, console)
+        pre = getattr(module, "before", None)
+        if pre is not None:
+            pre(cfg, ctx)
+        ds = ctx.data()
+        fp_problems = [f"data changed since {up} ran (fingerprint {rec.get('data_fingerprint')} -> {ds.fingerprint}): "
+                       f"rerun 'recipe {up}'"
+                       for up in upstream_of(stage)
+                       if (rec := ws.read_record(up)) and rec.get("data_fingerprint") not in (None, ds.fingerprint)]
+        if fp_problems and not options.force:
+            raise GateError(fp_problems)
+        forced_reasons = [p.message for p in problems] + fp_problems
+        record: dict[str, Any] = {
+            "stage": stage,
+            "status": "interrupted",       # until the stage finishes, a kill leaves an honest record
+            "started": now(),
+            "pid": os.getpid(),
+            "versions": _versions(),
+            "seed": cfg.seed,
+            "config_path": str(cfg.path) if cfg.path else None,
+            "config": {s: config_now[s] for s in READS[stage]},
+            "config_digests": {s: __import__("recipe.config", fromlist=["digest_json"]).digest_json(config_now[s])
+                               for s in READS[stage]},
+            "data_fingerprint": ds.fingerprint,
+            "data_files": ds.files,
+            "upstream": {up: ws.record_digest(up) for up in upstream_of(stage)},
+        }
+        prior = ws.read_record(stage)
+        if prior and prior.get("force_history"):
+            record["force_history"] = prior["force_history"]
+        if forced_reasons:
+            record.setdefault("force_history", []).append({"at": now(), "reasons": forced_reasons})
+        _clear_stage_dir(ws.stage_dir(stage), getattr(module, "PRESERVE", ()))
+        ws.write_record(stage, record)
+        remember_config(options.runs, cfg.path) if cfg.path else None
+        start = time.perf_counter()
+        record["device"] = str(ctx.device)
+        record["versions"] = _versions()
+        try:
+            result: StageResult = module.run(cfg, ctx)
+        except KeyboardInterrupt:
+            record.update(status="interrupted", finished=now(), seconds=round(time.perf_counter() - start, 3),
+                          artifacts=ctx.artifacts.files)
+            ws.write_record(stage, record)
+            raise
+        except RecipeError as e:
+            record.update(status="failed", finished=now(), error=str(e), artifacts=ctx.artifacts.files,
+                          seconds=round(time.perf_counter() - start, 3), checks=[])
+            ws.write_record(stage, record)
+            raise
+        except Exception as e:   # a bug in recipe or in a user's model: the record says so, the traceback shows
+            record.update(status="failed", finished=now(), error=f"internal error: {type(e).__name__}: {e}",
+                          artifacts=ctx.artifacts.files, seconds=round(time.perf_counter() - start, 3), checks=[])
+            ws.write_record(stage, record)
+            raise
+        result.checks = C.apply_overrides(result.checks, cfg.checks)
+        failed = any(c.status == "fail" for c in result.checks)
+        status = "failed" if failed else ("forced" if forced_reasons else "passed")
+        record.update(
+            status=status,
+            finished=now(),
+            seconds=round(time.perf_counter() - start, 3),
+            versions=_versions(),
+            artifacts=ctx.artifacts.files,
+            checks=[c.to_dict() for c in result.checks],
+            metrics=result.metrics,
+            summary=result.summary,
+            **result.extra,
+        )
+        ws.write_record(stage, record)
+    return record, (1 if failed else 0)

@@ -1,0 +1,540 @@
+"""Stage 1: become one with the data. Every data.* check of DESIGN §5, with the rows that prove it."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from recipe import checks as C
+from recipe.data.hashing import row_hashes
+from recipe.runner import StageResult
+
+EXAMPLES = 5  # example rows / columns shown in evidence
+
+
+def _rows(split, mask_or_idx) -> list[int]:
+    """Source row numbers (as in the user's file) for a mask or positional indices."""
+    idx = np.flatnonzero(mask_or_idx) if np.asarray(mask_or_idx).dtype == bool else np.asarray(mask_or_idx)
+    return [int(r) for r in split.rows[idx[:EXAMPLES]]]
+
+
+def _splits(ds) -> dict[str, Any]:
+    return {"train": ds.train, "val": ds.val, "test": ds.raw_test()}
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_load(ds) -> C.Check:
+    sizes = {s: int(len(sp.y)) for s, sp in _splits(ds).items()}
+    ev = {"rows": sizes, "features": ds.num_features, "shape": list(ds.shape), "task": ds.task, "source": ds.origin}
+    if ds.classes is not None:
+        ev["classes"] = len(ds.classes)
+    return C.make("data.load", "pass", f"loaded {sum(sizes.values())} rows x {ds.num_features} features", ev)
+
+
+def check_non_finite(ds) -> C.Check:
+    ev: dict[str, Any] = {}
+    total = 0
+    for s, sp in _splits(ds).items():
+        bad = ~np.isfinite(sp.x)
+        rows = bad.any(axis=1)
+        if rows.any():
+            cols = np.flatnonzero(bad.any(axis=0))
+            total += int(rows.sum())
+            ev[s] = {"rows": int(rows.sum()), "example_rows": _rows(sp, rows),
+                     "columns": [ds.feature_names[j] for j in cols[:EXAMPLES]],
+                     "nan": int(np.isnan(sp.x).sum()), "inf": int(np.isinf(sp.x).sum())}
+        if ds.task == "regression":
+            ybad = ~np.isfinite(sp.y)
+            if ybad.any():
+                total += int(ybad.sum())
+                ev[f"{s}_target"] = {"rows": int(ybad.sum()), "example_rows": _rows(sp, ybad)}
+    if total:
+        where = "; ".join(f"{s}: {v['rows']} rows" + (f" in {', '.join(v['columns'])}" if "columns" in v else "")
+                          for s, v in ev.items())
+        return C.make("data.non-finite", "fail", f"NaN/inf values: {where}", ev,
+                      "Fix or drop those rows at the source, or set data.missing: impute (train medians) for NaN.")
+    return C.make("data.non-finite", "pass", "no NaN or inf in inputs or targets", {"checked_rows": sum(
+        len(sp.y) for sp in _splits(ds).values())})
+
+
+def check_constant(ds, th) -> C.Check:
+    x = ds.train.x
+    with np.errstate(invalid="ignore"):
+        const = np.flatnonzero(np.nanmax(x, 0) == np.nanmin(x, 0)) if len(x) else np.array([], int)
+    zero = [j for j in const if np.nanmax(np.abs(x[:, j])) == 0]
+    frac = len(const) / max(x.shape[1], 1)
+    ev = {"constant": len(const), "all_zero": len(zero), "features": x.shape[1], "fraction": round(frac, 4),
+          "examples": [ds.feature_names[j] for j in const[:EXAMPLES]], "max_constant_fraction": th["max_constant_fraction"]}
+    if len(const) == x.shape[1]:
+        return C.make("data.constant", "fail", "every feature is constant in train: there is nothing to learn", ev,
+                      "Check that the right columns were read (data.features) and that the file is not truncated.")
+    if frac > th["max_constant_fraction"]:
+        return C.make("data.constant", "warn", f"{len(const)} of {x.shape[1]} features are constant in train", ev,
+                      "Drop the constant columns with data.features; they carry no information.")
+    return C.make("data.constant", "pass", f"{len(const)} constant feature(s) in train (harmless, listed)", ev)
+
+
+def check_duplicates(ds, th, hashes) -> C.Check:
+    h = hashes["train"]
+    _, first, counts = np.unique(h, return_index=True, return_counts=True)
+    repeats = int(len(h) - len(first))
+    frac = repeats / max(len(h), 1)
+    dup_mask = np.ones(len(h), bool)
+    dup_mask[first] = False
+    ev = {"repeated_rows": repeats, "fraction": round(frac, 4), "example_rows": _rows(ds.train, dup_mask),
+          "max_fraction": th["max_fraction"]}
+    if frac > th["max_fraction"]:
+        return C.make("data.duplicates", "warn", f"{repeats} rows of train ({frac:.1%}) repeat an earlier row", ev,
+                      "Deduplicate train: repeated rows overweight some samples and inflate train scores.")
+    return C.make("data.duplicates", "pass", f"{repeats} repeated rows in train", ev)
+
+
+def check_leak(ds, th, hashes) -> C.Check:
+    ev: dict[str, Any] = {"max_fraction": th["max_fraction"]}
+    worst, msgs = 0.0, []
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        shared = np.isin(hashes[b], hashes[a])
+        n = int(shared.sum())
+        frac = n / max(len(hashes[b]), 1)
+        ev[f"{b}_in_{a}"] = n
+        if n:
+            sp_b = _splits(ds)[b]
+            ev[f"{b}_in_{a}_rows"] = _rows(sp_b, shared)
+            msgs.append(f"{n} {b} rows ({frac:.1%}) also in {a}")
+        worst = max(worst, frac)
+    if worst > th["max_fraction"]:
+        return C.make("data.leak", "fail", "identical samples across splits: " + "; ".join(msgs), ev,
+                      "Deduplicate before splitting (or split by group) so val/test measure generalization.")
+    return C.make("data.leak", "pass", "no sample appears in two splits", ev)
+
+
+def check_label_conflict(ds, th, hashes) -> C.Check:
+    if ds.task != "classification":
+        return C.make("data.label-conflict", "skip", "regression: identical inputs may have different targets")
+    h = np.concatenate([hashes["train"], hashes["val"]])
+    y = np.concatenate([ds.train.y, ds.val.y])
+    order = np.lexsort((y, h))
+    hs, ys = h[order], y[order]
+    same = hs[1:] == hs[:-1]
+    differ = same & (ys[1:] != ys[:-1])
+    conflicted = set(hs[1:][differ].tolist())
+    mask = np.isin(h, list(conflicted)) if conflicted else np.zeros(len(h), bool)
+    n = int(mask.sum())
+    frac = n / max(len(h), 1)
+    ntr = len(ds.train.y)
+    ev = {"rows": n, "groups": len(conflicted), "fraction": round(frac, 4), "max_fraction": th["max_fraction"],
+          "example_train_rows": _rows(ds.train, mask[:ntr]), "example_val_rows": _rows(ds.val, mask[ntr:])}
+    if frac > th["max_fraction"]:
+        return C.make("data.label-conflict", "fail", f"{n} rows share identical inputs but have different labels", ev,
+                      "Relabel or drop the conflicting rows: no model can get them all right.")
+    if n:
+        return C.make("data.label-conflict", "warn", f"{len(conflicted)} input(s) appear with different labels", ev,
+                      "Look at those rows: they cap the achievable accuracy.")
+    return C.make("data.label-conflict", "pass", "no identical inputs with different labels", ev)
+
+
+def _counts(ds) -> dict[str, list[int]]:
+    return {s: np.bincount(sp.y.astype(np.int64), minlength=ds.num_classes).tolist() for s, sp in _splits(ds).items()}
+
+
+def check_imbalance(ds, th) -> C.Check:
+    if ds.task != "classification":
+        y = ds.train.y[np.isfinite(ds.train.y)]
+        return C.make("data.imbalance", "skip", "regression: see data.outliers for the target's tails",
+                      {"target_mean": float(y.mean()) if y.size else None, "target_std": float(y.std()) if y.size else None})
+    counts = _counts(ds)
+    tr = np.asarray(counts["train"], float)
+    ratio = float(tr.min() / tr.max())
+    absent = {s: [str(ds.classes[i]) for i, c in enumerate(cs) if c == 0] for s, cs in counts.items() if s != "train"}
+    absent = {s: v for s, v in absent.items() if v}
+    ev = {"counts": counts, "min_over_max": round(ratio, 4), "rarest": str(ds.classes[int(tr.argmin())]),
+          "min_ratio": th["min_ratio"], "fail_ratio": th["fail_ratio"]}
+    if absent:
+        ev["absent"] = absent
+    if ratio < th["fail_ratio"]:
+        return C.make("data.imbalance", "fail", f"rarest class is {ratio:.2%} the size of the largest", ev,
+                      "Collect more of the rare class, or reweight/resample it; accuracy will hide it otherwise.")
+    if ratio < th["min_ratio"] or absent:
+        what = f"rarest class is {ratio:.1%} the size of the largest" if ratio < th["min_ratio"] else \
+            "classes absent from a split: " + "; ".join(f"{s}: {v[:EXAMPLES]}" for s, v in absent.items())
+        return C.make("data.imbalance", "warn", what, ev,
+                      "Use per-class metrics and consider class weights; stratify the split.")
+    return C.make("data.imbalance", "pass", f"classes balanced within {ratio:.2f}x", ev)
+
+
+def check_split_shift(ds, th) -> C.Check:
+    ev: dict[str, Any] = {"max_tv_distance": th["max_tv_distance"]}
+    if ds.task == "classification":
+        counts = _counts(ds)
+        p = np.asarray(counts["train"], float) / max(sum(counts["train"]), 1)
+        worst = 0.0
+        for s in ("val", "test"):
+            q = np.asarray(counts[s], float) / max(sum(counts[s]), 1)
+            tv = 0.5 * float(np.abs(p - q).sum())
+            ev[f"tv_train_{s}"] = round(tv, 4)
+            worst = max(worst, tv)
+        measure = "total-variation distance of label distributions"
+    else:
+        tr = ds.train.y[np.isfinite(ds.train.y)]
+        worst = 0.0
+        for s, sp in (("val", ds.val), ("test", ds.raw_test())):
+            v = sp.y[np.isfinite(sp.y)]
+            d = abs(float(v.mean()) - float(tr.mean())) / (float(tr.std()) + 1e-12) if v.size and tr.size else 0.0
+            ev[f"mean_shift_{s}_in_train_std"] = round(d, 4)
+            worst = max(worst, d / 2)  # half a std of mean shift ~ the same alarm as TV 0.25
+        measure = "mean shift of the target in train standard deviations"
+    if worst > th["max_tv_distance"]:
+        return C.make("data.split-shift", "warn", f"splits differ: {measure} up to {worst:.3f}", ev,
+                      "Use a stratified/random split so val and test come from the train distribution.")
+    return C.make("data.split-shift", "pass", f"splits share one distribution ({measure} <= {worst:.3f})", ev)
+
+
+def check_scale(ds, th) -> C.Check:
+    x = ds.train.x.astype(np.float64)
+    kind = ds.norm["kind"]
+    with np.errstate(invalid="ignore"):
+        std = np.nanstd(np.where(np.isfinite(x), x, np.nan), axis=0)
+    live = np.flatnonzero(np.isfinite(std) & (std > 1e-12))
+    ev: dict[str, Any] = {"normalize": kind}
+    if kind == "none":
+        if live.size < 2:
+            return C.make("data.scale", "pass", "fewer than two varying features: nothing to compare", ev)
+        ratio = float(std[live].max() / std[live].min())
+        absmax = float(np.nanmax(np.abs(np.where(np.isfinite(x), x, np.nan))))
+        ev.update(std_ratio=round(ratio, 2), largest=ds.feature_names[int(live[std[live].argmax()])],
+                  smallest=ds.feature_names[int(live[std[live].argmin()])], max_abs=absmax,
+                  max_range_ratio=th["max_range_ratio"])
+        if ratio > th["max_range_ratio"] or absmax > 1e3:
+            return C.make("data.scale", "warn", f"features are not normalized and their scales span {ratio:.0f}x", ev,
+                          "Set data.normalize: standard (statistics from train only).")
+        return C.make("data.scale", "pass", f"unnormalized, but feature scales span only {ratio:.1f}x", ev)
+    z = ds.normalize(ds.train.x).astype(np.float64)
+    z = np.where(np.isfinite(z), z, np.nan)
+    with np.errstate(invalid="ignore"):
+        # statistics recomputed here from train alone must equal those the pipeline uses
+        from recipe.data import norm_stats
+
+        again = norm_stats(ds.train.x, kind, ds.shape)
+        same = np.allclose(again["shift"], ds.norm["shift"]) and np.allclose(again["scale"], ds.norm["scale"])
+        everything = np.concatenate([ds.train.x, ds.val.x])
+        pooled = norm_stats(everything, kind, ds.shape)
+        pooled_diff = float(np.max(np.abs(np.asarray(pooled["shift"]) - np.asarray(ds.norm["shift"])))) if len(live) else 0.0
+    ev.update(stats_from_train_only=bool(same), shift_diff_if_val_were_pooled=round(pooled_diff, 6),
+              per=ds.norm.get("per", "feature"))
+    if ds.norm.get("per") == "channel":   # images: judge each channel, not each pixel
+        c = ds.shape[0]
+        z = z.reshape(len(z), c, -1).transpose(1, 0, 2).reshape(c, -1).T
+        live = np.flatnonzero(np.nanstd(z, axis=0) > 1e-12)
+    if not same:
+        return C.make("data.scale", "fail", "normalization statistics do not match the train split's", ev,
+                      "Compute normalization statistics on train only; val/test statistics leak into training.")
+    if kind == "standard" and live.size:
+        mean = np.nanmean(z[:, live], axis=0)
+        sd = np.nanstd(z[:, live], axis=0)
+        ev.update(max_abs_mean=float(np.abs(mean).max()), max_std_error=float(np.abs(sd - 1).max()),
+                  mean_tolerance=th["mean_tolerance"], std_tolerance=th["std_tolerance"])
+        if np.abs(mean).max() > th["mean_tolerance"] or np.abs(sd - 1).max() > th["std_tolerance"]:
+            j = int(live[np.argmax(np.abs(mean) + np.abs(sd - 1))])
+            ev["worst_feature"] = ds.feature_names[j]
+            return C.make("data.scale", "fail", "normalized train features are not mean 0 / std 1", ev,
+                          "Check the normalization step: a feature was not standardized.")
+        return C.make("data.scale", "pass", "train features standardized (mean ~0, std ~1) with train-only statistics",
+                      ev)
+    if kind == "minmax" and live.size:
+        lo, hi = float(np.nanmin(z[:, live])), float(np.nanmax(z[:, live]))
+        ev.update(min=lo, max=hi)
+        if lo < -1e-4 or hi > 1 + 1e-4:
+            return C.make("data.scale", "fail", f"min-max normalized train spans [{lo:.3g}, {hi:.3g}], not [0, 1]", ev,
+                          "Check the normalization step.")
+    return C.make("data.scale", "pass", f"train features normalized ({kind}) with train-only statistics", ev)
+
+
+def check_order(ds, th, batch_size: int) -> C.Check:
+    if ds.task != "classification":
+        y = ds.train.y[np.argsort(ds.train.rows)]
+        sorted_frac = float(np.mean(np.diff(y) >= 0)) if len(y) > 1 else 0.0
+        ev = {"non_decreasing_steps": round(sorted_frac, 4)}
+        if sorted_frac > 0.95:
+            return C.make("data.order", "warn", "the file is sorted by its target", ev,
+                          "recipe shuffles every epoch; shuffle in any other loader you use on this file.")
+        return C.make("data.order", "pass", "targets are not sorted in file order", ev)
+    y = ds.train.y[np.argsort(ds.train.rows)]
+    change = np.flatnonzero(np.diff(y) != 0)
+    bounds = np.concatenate([[-1], change, [len(y) - 1]])
+    runs = np.diff(bounds)
+    longest = int(runs.max()) if runs.size else 0
+    bs = max(1, min(batch_size, len(y)))
+    single = [len(np.unique(y[i:i + bs])) == 1 for i in range(0, len(y), bs) if len(y[i:i + bs]) > 1]
+    frac = float(np.mean(single)) if single else 0.0
+    expected = len(y) / max(ds.num_classes, 1)
+    ev = {"longest_run": longest, "runs": int(runs.size), "single_class_batches": round(frac, 4),
+          "batch_size": bs, "max_single_class_batches": th["max_single_class_batches"]}
+    if frac > th["max_single_class_batches"]:
+        return C.make("data.order", "warn",
+                      f"rows are grouped by label: {frac:.0%} of unshuffled batches of {bs} hold a single class", ev,
+                      "recipe shuffles every epoch; shuffle in any other loader you use, or batches will hold one class.")
+    if longest > max(50, expected / 2):
+        return C.make("data.order", "warn", f"a run of {longest} rows of one label in file order", ev,
+                      "Shuffle before splitting by position; recipe's own splits and batches are shuffled.")
+    return C.make("data.order", "pass", f"labels are mixed in file order (longest run {longest})", ev)
+
+
+def check_size(ds, th) -> C.Check:
+    n = len(ds.train.y)
+    ev: dict[str, Any] = {"train_rows": n, "features": ds.num_features, "min_per_class": th["min_per_class"]}
+    if ds.task == "classification":
+        counts = np.bincount(ds.train.y, minlength=ds.num_classes)
+        small = [str(ds.classes[i]) for i in np.flatnonzero(counts < th["min_per_class"])]
+        ev.update(fewest=int(counts.min()), classes_below=small[:EXAMPLES])
+        if counts.min() < 2:
+            return C.make("data.size", "fail", f"class {small[0]} has {int(counts.min())} train sample(s)", ev,
+                          "Collect more samples of that class or merge it; a model cannot learn from one example.")
+        if small:
+            return C.make("data.size", "warn", f"{len(small)} class(es) have fewer than {th['min_per_class']} train samples",
+                          ev, "Expect noisy per-class scores; collect more data for those classes.")
+    elif n < th["min_per_class"] * 5:
+        return C.make("data.size", "warn", f"only {n} train rows for a regression", ev,
+                      "Prefer a small model (linear) and strong regularization.")
+    if n < ds.num_features:
+        return C.make("data.size", "warn", f"fewer train rows ({n}) than features ({ds.num_features})", ev,
+                      "Use a linear model or reduce the features; a network will memorize.")
+    return C.make("data.size", "pass", f"{n} train rows for {ds.num_features} features", ev)
+
+
+def check_outliers(ds, th) -> C.Check:
+    x = ds.train.x.astype(np.float64)
+    fin = np.where(np.isfinite(x), x, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean, sd = np.nanmean(fin, 0), np.nanstd(fin, 0)
+        z = np.abs(fin - mean) / np.where(sd > 1e-12, sd, np.inf)
+    z = np.nan_to_num(z, nan=0.0)
+    cells = z > th["z"]
+    frac = float(cells.mean()) if cells.size else 0.0
+    rows = cells.any(1)
+    ev: dict[str, Any] = {"cells": int(cells.sum()), "fraction": round(frac, 6), "z": th["z"],
+                          "max_fraction": th["max_fraction"], "example_rows": _rows(ds.train, rows),
+                          "columns": [ds.feature_names[j] for j in np.argsort(-cells.sum(0))[:EXAMPLES]
+                                      if cells[:, j].any()]}
+    status, title, advice = "pass", f"{int(cells.sum())} values beyond {th['z']:.0f} standard deviations", ""
+    if frac > th["max_fraction"]:
+        status, advice = "warn", "Look at those rows: clip, log-transform or fix the values if they are errors."
+        title = f"{int(cells.sum())} values ({frac:.2%}) lie beyond {th['z']:.0f} standard deviations"
+    if ds.task == "regression":
+        y = ds.train.y[np.isfinite(ds.train.y)].astype(np.float64)
+        if y.size > 3 and y.std() > 0:
+            kurt = float(np.mean(((y - y.mean()) / y.std()) ** 4) - 3)
+            ev.update(target_excess_kurtosis=round(kurt, 3), target_mean=float(y.mean()), target_std=float(y.std()))
+            if kurt > 10:
+                status, title = "warn", f"the target is heavy-tailed (excess kurtosis {kurt:.1f})"
+                advice = "Consider a log transform of the target or a robust loss; MSE will chase the tail."
+    return C.make("data.outliers", status, title, ev, advice)
+
+
+def _probe_data(ds, th):
+    x = np.nan_to_num(ds.normalize(ds.train.x), nan=0.0, posinf=0.0, neginf=0.0)
+    y = ds.train.y
+    if ds.task == "regression":
+        keep = np.isfinite(y)
+        x, y = x[keep], y[keep]
+    if len(y) > th["sample"]:
+        idx = np.random.default_rng(0).choice(len(y), th["sample"], replace=False)
+        x, y = x[idx], y[idx]
+    return x, y
+
+
+def check_signal(ds, th, seed: int) -> C.Check:
+    from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor
+    from sklearn.linear_model import Ridge, RidgeClassifier
+    from sklearn.model_selection import cross_val_score
+
+    x, y = _probe_data(ds, th)
+    if len(y) < 10:
+        return C.make("data.signal", "skip", f"only {len(y)} usable train rows for a cross-validated probe")
+    cls = ds.task == "classification"
+    folds = min(3, int(np.bincount(y).min())) if cls else 3
+    if folds < 2:
+        return C.make("data.signal", "skip", "a class has a single train sample: no cross-validation possible")
+    probes = {"linear": RidgeClassifier() if cls else Ridge(),   # closed form: fast on shuffled labels too
+              "trees": (ExtraTreesClassifier if cls else ExtraTreesRegressor)(n_estimators=40, random_state=seed,
+                                                                                n_jobs=1, min_samples_leaf=2)}
+    shuffled = np.random.default_rng(seed).permutation(y)
+    scoring = "accuracy" if cls else "r2"
+    ev: dict[str, Any] = {"metric": scoring, "min_gain": th["min_gain"], "rows": len(y), "folds": folds}
+    best_gain = -np.inf
+    for name, probe in probes.items():
+        real = float(cross_val_score(probe, x, y, cv=folds, scoring=scoring).mean())
+        fake = float(cross_val_score(probe, x, shuffled, cv=folds, scoring=scoring).mean())
+        ev[name] = {"score": round(real, 4), "shuffled": round(fake, 4)}
+        best_gain = max(best_gain, real - fake)
+    ev["gain"] = round(best_gain, 4)
+    if best_gain < th["min_gain"]:
+        return C.make("data.signal", "fail", f"probes do no better on real labels than on shuffled ones "
+                      f"(gain {best_gain:+.3f})", ev,
+                      "Check that inputs and labels are aligned (row order, join keys); the input carries no signal.")
+    return C.make("data.signal", "pass", f"probes beat shuffled labels by {best_gain:.3f} {scoring}", ev)
+
+
+def check_label_noise(ds, th, seed: int) -> tuple[C.Check, np.ndarray]:
+    """Confident learning (Northcutt et al.) on out-of-fold probabilities of a linear probe."""
+    if ds.task != "classification":
+        return C.make("data.label-noise", "skip", "regression: label noise is judged by data.outliers"), np.array([], int)
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    x, y = _probe_data(ds, th)
+    k = ds.num_classes
+    folds = min(5, int(np.bincount(y, minlength=k).min()))
+    if folds < 2 or len(y) > len(ds.train.y):
+        return C.make("data.label-noise", "skip", "a class has fewer than 2 train samples"), np.array([], int)
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    probs = np.zeros((len(y), k))
+    got = cross_val_predict(LogisticRegression(max_iter=100, tol=1e-3), x, y, cv=cv, method="predict_proba")
+    probs[:, :got.shape[1]] = got
+    thresholds = np.array([probs[y == j, j].mean() if (y == j).any() else 1.0 for j in range(k)])
+    above = probs >= thresholds[None, :]
+    # confident joint: each sample goes to the most likely class among those above their threshold
+    masked = np.where(above, probs, -1.0)
+    guess = masked.argmax(1)
+    confident = above.any(1)
+    off = confident & (guess != y)
+    n_off = int(off.sum())
+    rate = n_off / max(len(y), 1)
+    order = np.flatnonzero(off)[np.argsort(probs[off, y[off]])]   # lowest self-confidence first
+    suspects = order[:20]
+    ev = {"estimated_noise_rate": round(rate, 4), "suspects": n_off, "max_noise_rate": th["max_noise_rate"],
+          "probe": "logistic regression, out-of-fold", "folds": folds,
+          "most_suspicious_rows": [int(ds.train.rows[i]) for i in suspects[:10]] if len(y) == len(ds.train.y) else
+          [int(i) for i in suspects[:10]],
+          "given_vs_likely": [f"{ds.classes[y[i]]}->{ds.classes[guess[i]]}" for i in suspects[:EXAMPLES]]}
+    if rate > th["max_noise_rate"]:
+        return C.make("data.label-noise", "fail", f"about {rate:.1%} of train labels look wrong", ev,
+                      "Review the most suspicious rows and relabel; noisy labels cap accuracy and mislead tuning."), suspects
+    if rate > th["max_noise_rate"] / 2:
+        return C.make("data.label-noise", "warn", f"about {rate:.1%} of train labels look wrong", ev,
+                      "Review the listed rows (label_noise_suspects.png)."), suspects
+    return C.make("data.label-noise", "pass", f"estimated label noise {rate:.1%} ({n_off} suspects listed)", ev), suspects
+
+
+def check_images(ds) -> C.Check:
+    info = ds.extra.get("images")
+    shape = ds.shape
+    if info is None and len(shape) != 3:
+        return C.make("data.images", "skip", "not image-shaped data")
+    ev: dict[str, Any] = {"shape": list(shape)}
+    problems, advice = [], []
+    if info:
+        ev.update(corrupt=info["corrupt"][:EXAMPLES], corrupt_count=len(info["corrupt"]),
+                  sizes=info["sizes"], dropped_other_size=len(info["dropped_other_size"]))
+        if info["corrupt"]:
+            problems.append(f"{len(info['corrupt'])} unreadable file(s)")
+            advice.append("remove or re-export the unreadable files")
+        if len(info["sizes"]) > 1:
+            problems.append(f"mixed image sizes {info['sizes']} ({len(info['dropped_other_size'])} dropped)")
+            advice.append("resize all images to one size")
+    if len(shape) == 3 and shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4):
+        problems.append(f"data.shape {list(shape)} looks channels-last (HWC); models expect CHW")
+        advice.append("give data.shape as [C, H, W]")
+    x = ds.train.x
+    lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
+    ev["value_range"] = [lo, hi]
+    if hi > 2.0 and ds.norm["kind"] == "none":
+        problems.append(f"pixel values span [{lo:.0f}, {hi:.0f}] and are not normalized")
+        advice.append("set data.normalize: standard or scale to [0, 1]")
+    if problems:
+        return C.make("data.images", "warn", "; ".join(problems), ev, "; ".join(advice).capitalize() + ".")
+    return C.make("data.images", "pass", f"images {list(shape)} CHW, range [{lo:.3g}, {hi:.3g}]", ev)
+
+
+# ----------------------------------------------------------------------------- pictures and report
+
+
+def _pictures(ctx, ds, checks: list[C.Check], suspects: np.ndarray) -> list[str]:
+    from recipe import plots
+
+    out = []
+    if ds.task == "classification":
+        out.append(ctx.artifacts.figure("class_balance.png", plots.class_balance(_counts(ds), ds.classes)) and
+                   "class_balance.png")
+    else:
+        out.append(ctx.artifacts.figure("target.png", plots.target_histogram(
+            {"train": ds.train.y, "val": ds.val.y})) and "target.png")
+    if len(ds.shape) == 3:
+        idx = np.random.default_rng(0).choice(len(ds.train.y), min(32, len(ds.train.y)), replace=False)
+        labels = [ds.classes[v] if ds.classes else f"{v:.3g}" for v in ds.train.y[idx]]
+        ctx.artifacts.figure("samples.png", plots.image_grid(ds.train.x[idx], ds.shape, labels, "train samples"))
+        out.append("samples.png")
+        if len(suspects):
+            s = suspects[:16]
+            ctx.artifacts.figure("label_noise_suspects.png", plots.image_grid(
+                ds.train.x[s], ds.shape, [f"row {ds.train.rows[i]}: {ds.classes[ds.train.y[i]]}" for i in s],
+                "most suspicious labels (given label shown)"))
+            out.append("label_noise_suspects.png")
+    # features by problem first: non-finite, outliers, then most variable
+    x = ds.train.x
+    with np.errstate(invalid="ignore"):
+        score = np.nan_to_num(np.nanstd(np.where(np.isfinite(x), x, np.nan), 0))
+    score = score + 1e6 * (~np.isfinite(x)).any(0)
+    cols = [int(j) for j in np.argsort(-score)[:8]]
+    ctx.artifacts.figure("features.png", plots.feature_histograms(x, ds.feature_names, cols, "train features (raw)"))
+    out.append("features.png")
+    return out
+
+
+def run(cfg, ctx) -> StageResult:
+    import warnings
+
+    warnings.filterwarnings("ignore", module="sklearn")   # probe warnings (ill-conditioned, convergence) are noise here
+    ds = ctx.data()
+    th = ctx.thresholds
+    with ctx.progress("inspect", 15) as bar:
+        hashes = {s: row_hashes(sp.x) for s, sp in _splits(ds).items()}
+        checks = [check_load(ds), check_non_finite(ds), check_constant(ds, th("data.constant")),
+                  check_duplicates(ds, th("data.duplicates"), hashes), check_leak(ds, th("data.leak"), hashes),
+                  check_label_conflict(ds, th("data.label-conflict"), hashes), check_imbalance(ds, th("data.imbalance")),
+                  check_split_shift(ds, th("data.split-shift")), check_scale(ds, th("data.scale")),
+                  check_order(ds, th("data.order"), cfg.train.batch_size), check_size(ds, th("data.size")),
+                  check_outliers(ds, th("data.outliers"))]
+        bar.update(12)
+        finite = all(c.status != "fail" for c in checks if c.id == "data.non-finite")
+        if finite:
+            checks.append(check_signal(ds, th("data.signal"), cfg.seed))
+            bar.update(13)
+            noise, suspects = check_label_noise(ds, th("data.label-noise"), cfg.seed)
+            checks.append(noise)
+        else:
+            suspects = np.array([], int)
+            for cid in ("data.signal", "data.label-noise"):
+                checks.append(C.make(cid, "skip", "skipped: the data holds NaN/inf (see data.non-finite)"))
+        checks.append(check_images(ds))
+        bar.update(15)
+    report = data_report(ds)
+    ctx.artifacts.json("data_report.json", report)
+    pictures = _pictures(ctx, ds, checks, suspects)
+    sizes = report["rows"]
+    summary = (f"{sizes['train']}/{sizes['val']}/{sizes['test']} train/val/test rows, {ds.num_features} features, "
+               f"{ds.task}" + (f", {ds.num_classes} classes" if ds.classes else ""))
+    return StageResult(checks, metrics={"rows": sizes, "features": ds.num_features}, summary=summary,
+                       extra={"pictures": pictures})
+
+
+def data_report(ds) -> dict[str, Any]:
+    """What later stages read: priors / target stats, train feature stats, sizes, fingerprint."""
+    x = ds.train.x.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(np.where(np.isfinite(x), x, np.nan), 0)
+        std = np.nanstd(np.where(np.isfinite(x), x, np.nan), 0)
+    report: dict[str, Any] = {
+        "fingerprint": ds.fingerprint, "task": ds.task, "shape": list(ds.shape),
+        "rows": {"train": len(ds.train.y), "val": len(ds.val.y), "test": len(ds.raw_test().y)},
+        "feature_names": ds.feature_names, "classes": ds.classes, "normalization": ds.norm,
+        "train_feature_mean": np.nan_to_num(mean).tolist(), "train_feature_std": np.nan_to_num(std).tolist(),
+        "encoding": ds.encoding,
+    }
+    if ds.task == "classification":
+        report["class_priors"] = ds.class_priors()
+        report["class_counts"] = _counts(ds)
+    else:
+        report["target_mean"], report["target_std"] = ds.target_stats["mean"], ds.target_stats["std"]
+    return report

@@ -1,0 +1,382 @@
+"""Stage 4: diagnose bias vs variance, try each regularizer alone (with seed noise), keep what helps."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import yaml
+
+from recipe import checks as C
+from recipe.engine import train as E
+from recipe.models import create
+from recipe.runner import StageResult
+
+DROPOUT = 0.2
+WEIGHT_DECAY = 1e-4
+
+
+@dataclass
+class Variant:
+    """One row of the ablation table: a rung's overrides trained with every seed."""
+
+    name: str
+    overrides: dict[str, Any]
+    train: list[float] = field(default_factory=list)
+    val: list[float] = field(default_factory=list)
+    history: list[list[dict]] = field(default_factory=list)
+    models: list[Any] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def val_mean(self) -> float:
+        return float(np.mean(self.val)) if self.val else math.nan
+
+    @property
+    def val_std(self) -> float:
+        return float(np.std(self.val)) if len(self.val) > 1 else 0.0
+
+    @property
+    def train_mean(self) -> float:
+        return float(np.mean(self.train)) if self.train else math.nan
+
+    def row(self) -> dict[str, Any]:
+        return {"variant": self.name, "overrides": self.overrides, "train": round(self.train_mean, 4),
+                "val": round(self.val_mean, 4), "val_std": round(self.val_std, 4), "seeds": len(self.val),
+                "note": self.note}
+
+
+class Trainer:
+    """Runs variants of the base config with every seed on the same data and budget."""
+
+    def __init__(self, cfg, ctx, base: dict[str, Any], progress):
+        self.cfg, self.ctx, self.base, self.progress = cfg, ctx, base, progress
+        self.ds = ctx.data()
+        self.tr, self.va = ctx.tensors("train"), ctx.tensors("val")
+        self.seeds = [cfg.seed + i for i in range(cfg.regularize.seeds)]
+        self.runs = 0
+
+    def config(self, overrides: dict[str, Any]):
+        return self.cfg.with_overrides({**self.base, **overrides})
+
+    def run(self, name: str, overrides: dict[str, Any], train=None, val=None, keep_models: bool = False) -> Variant:
+        v = Variant(name, overrides)
+        vcfg = self.config(overrides)
+        for seed in self.seeds:
+            model = create(vcfg, self.ds, seed).to(self.ctx.device)
+            r = E.fit_from_config(model, train or self.tr, val or self.va, vcfg, self.ds, seed=seed)
+            v.train.append(r.final_train.get("score", math.nan))
+            v.val.append(r.best.get("score", math.nan))
+            v.history.append(r.history)
+            if keep_models:
+                v.models.append(model)
+            self.runs += 1
+            self.progress.advance()
+        return v
+
+
+def noise(a: Variant, b: Variant) -> float:
+    """Seed noise of the difference of two variants' mean val scores."""
+    return math.sqrt(a.val_std ** 2 + b.val_std ** 2)
+
+
+def bias_variance(ref: Variant, target_error: float, th) -> tuple[C.Check, str]:
+    train_err, val_err = 1 - ref.train_mean, 1 - ref.val_mean
+    bias, variance = train_err - target_error, val_err - train_err
+    hb, hv = bias > th["high_bias"], variance > th["high_variance"]
+    verdict = "both" if hb and hv else "high bias" if hb else "high variance" if hv else "fine"
+    ev = {"train_error": round(train_err, 4), "val_error": round(val_err, 4), "target_error": target_error,
+          "avoidable_bias": round(bias, 4), "variance": round(variance, 4), "verdict": verdict,
+          "high_bias": th["high_bias"], "high_variance": th["high_variance"]}
+    advice = {
+        "high bias": "Bigger model or train longer first; more data or regularization will not help a model that "
+                     "cannot fit train.",
+        "high variance": "Regularize: the ladder below tries each remedy (more data first, then augmentation, ...).",
+        "both": "Fit train first (bigger model, longer), then regularize.",
+        "fine": "Train and val errors are close to the target: tune next.",
+    }[verdict]
+    status = "warn" if verdict in ("high bias", "both") else "pass"
+    return C.make("regularize.bias-variance", status, f"{verdict}: avoidable bias {bias:.3f}, variance {variance:.3f}",
+                  ev, advice), verdict
+
+
+def _permutation_importance(model, va, ds, seed: int) -> np.ndarray:
+    g = torch.Generator(device=va.x.device).manual_seed(seed)
+    base = E.evaluate(model, va, ds.task, ds.num_classes)["score"]
+    imp = np.zeros(va.x.shape[1])
+    for j in range(va.x.shape[1]):
+        x = va.x.clone()
+        x[:, j] = x[torch.randperm(len(x), generator=g, device=x.device), j]
+        imp[j] = base - E.evaluate(model, E.Tensors(x, va.y), ds.task, ds.num_classes)["score"]
+    return imp
+
+
+def _masked(t: E.Tensors, cols: np.ndarray) -> E.Tensors:
+    x = t.x.clone()
+    x[:, torch.as_tensor(cols, device=x.device, dtype=torch.long)] = 0.0   # 0 = the train mean after normalization
+    return E.Tensors(x, t.y)
+
+
+def ladder_rungs(cfg, ds, base_cfg) -> dict[str, Callable[[], dict[str, Any]]]:
+    """Overrides for each rung, relative to overfit-batch's unregularized train-fit config."""
+    hidden = list(base_cfg.model.hidden)
+    epochs = base_cfg.train.epochs
+    patience = max(3, epochs // 6)
+    aug = list(cfg.data.augment) or (["shift", "noise"] if len(ds.shape) == 3 else ["noise"])
+    return {
+        "augment": {"data.augment": aug},
+        "smaller_model": {"model.hidden": [max(4, h // 2) for h in hidden]},
+        "smaller_batch": {"train.batch_size": max(8, base_cfg.train.batch_size // 2)},
+        "dropout": {"model.dropout": DROPOUT},
+        "weight_decay": {"train.weight_decay": WEIGHT_DECAY},
+        "early_stopping": {"train.early_stopping": {"patience": patience, "metric": "val_loss"}},
+        "larger_model": {"model.hidden": [h * 2 for h in hidden],
+                         "train.early_stopping": {"patience": patience, "metric": "val_loss"}},
+    }
+
+
+def learning_curve(trainer: Trainer, ref: Variant) -> dict[str, Any]:
+    n = len(trainer.tr)
+    g = torch.Generator().manual_seed(trainer.cfg.seed)
+    perm = torch.randperm(n, generator=g)
+    points = {}
+    for frac in (0.25, 0.5):
+        idx = perm[: max(8, int(frac * n))]
+        v = trainer.run(f"learning_curve_{int(frac * 100)}", {}, train=trainer.tr.subset(idx.to(trainer.tr.x.device)))
+        points[frac] = v
+    points[1.0] = ref
+    errs = {f: 1 - v.val_mean for f, v in points.items()}
+    # power law through the last two points: err(2n) ~ err(n) * (err(n) / err(n/2))
+    slope = math.log(max(errs[1.0], 1e-6) / max(errs[0.5], 1e-6)) / math.log(2)
+    predicted = errs[1.0] * 2 ** slope
+    gain = errs[1.0] - predicted
+    return {"fractions": [0.25, 0.5, 1.0], "val_error": [errs[f] for f in (0.25, 0.5, 1.0)],
+            "val_std": [points[f].val_std for f in (0.25, 0.5, 1.0)], "slope": slope,
+            "predicted_error_2x": predicted, "predicted_gain_2x": gain,
+            "more_data_helps": bool(gain > max(ref.val_std, 0.002))}
+
+
+def run(cfg, ctx) -> StageResult:
+    ds = ctx.data()
+    fit = ctx.upstream_json("overfit-batch", "train_fit.json")
+    baselines = ctx.upstream_json("baseline", "baselines.json")
+    base = dict(fit["overrides"])                      # overfit-batch's LR, unregularized
+    rcfg = cfg.regularize
+    th = ctx.thresholds
+    ladder = list(rcfg.ladder)
+    rungs = ladder_rungs(cfg, ds, cfg.with_overrides(base))
+    runs_planned = (1 + len(ladder) + 3 + 2) * rcfg.seeds
+    budget = rcfg.budget_seconds
+    started = time.perf_counter()
+    variants: list[Variant] = []
+    checks: list[C.Check] = []
+    diagnostics: dict[str, Any] = {}
+    skipped: list[str] = []
+    with ctx.progress("regularize", runs_planned) as bar:
+        trainer = Trainer(cfg, ctx, base, bar)
+        ref = trainer.run("reference", {}, keep_models=True)
+        variants.append(ref)
+        bv, verdict = bias_variance(ref, rcfg.target_error, th("regularize.bias-variance"))
+        checks.append(bv)
+        if verdict == "high bias":
+            ladder = [r for r in ladder if r in ("larger_model", "learning_curve")]
+            skipped.append("regularizers skipped: the reference model underfits (high bias)")
+        for rung in ladder:
+            if budget is not None and time.perf_counter() - started > budget:
+                skipped.append(f"{rung}: regularize.budget_seconds ({budget:g}s) spent")
+                continue
+            if rung == "learning_curve":
+                diagnostics["learning_curve"] = learning_curve(trainer, ref)
+                continue
+            if rung == "fewer_features":
+                imp = _permutation_importance(ref.models[0], trainer.va, ds, cfg.seed)
+                drop = np.argsort(imp)[: max(1, len(imp) // 4)]
+                drop = drop[imp[drop] <= 0]
+                if len(drop) == 0:
+                    skipped.append("fewer_features: every feature matters on val")
+                    continue
+                v = trainer.run("fewer_features", {}, train=_masked(trainer.tr, drop), val=_masked(trainer.va, drop))
+                v.note = "advice only: drop " + ", ".join(ds.feature_names[j] for j in drop[:8]) + \
+                         (" …" if len(drop) > 8 else "") + " via data.features"
+                diagnostics["fewer_features"] = {"dropped": [ds.feature_names[j] for j in drop],
+                                                 "importance": {ds.feature_names[j]: float(imp[j]) for j in np.argsort(-imp)[:10]}}
+                variants.append(v)
+                continue
+            variants.append(trainer.run(rung, rungs[rung]))
+        # keep what beats noise; build the combination greedily from the best single rung
+        kept = [v for v in variants[1:] if v.name in rungs and v.val_mean - ref.val_mean > max(noise(v, ref), 1e-4)]
+        kept.sort(key=lambda v: -v.val_mean)
+        best = kept[0] if kept else ref
+        combo_steps = []
+        for v in kept[1:]:
+            merged = {**best.overrides, **v.overrides}
+            if merged == best.overrides:
+                continue
+            trial = trainer.run("+".join([best.name, v.name]), merged)
+            combo_steps.append(trial.row())
+            variants.append(trial)
+            if trial.val_mean - best.val_mean > max(noise(trial, best), 1e-4):
+                best = trial
+        chosen = trainer.run(f"chosen ({best.name})", best.overrides, keep_models=True) if best is not ref else ref
+        if chosen is not ref:
+            variants.append(chosen)
+    best_dumb = baselines["best_dumb_val"]
+    dumb_error = 1 - best_dumb
+    table = [v.row() for v in variants]
+    # regularize.ladder
+    ev = {"reference_val": round(ref.val_mean, 4), "reference_std": round(ref.val_std, 4), "seeds": rcfg.seeds,
+          "kept": [v.name for v in kept], "chosen": best.name, "chosen_val": round(chosen.val_mean, 4),
+          "verified_val_std": round(chosen.val_std, 4), "runs": trainer.runs,
+          "deltas": {v.name: f"{v.val_mean - ref.val_mean:+.4f} ± {noise(v, ref):.4f}" for v in variants[1:]}}
+    if skipped:
+        ev["skipped"] = skipped
+    if best is ref:
+        checks.append(C.make("regularize.ladder", "pass", f"no regularizer beat the reference beyond seed noise; "
+                             f"keeping the reference (val {ref.val_mean:.4f})", ev))
+    else:
+        checks.append(C.make("regularize.ladder", "pass", f"kept {', '.join(v.name for v in kept)}; chosen {best.name}: "
+                             f"val {chosen.val_mean:.4f} vs reference {ref.val_mean:.4f}", ev))
+    # regularize.too-strong
+    strong = [v.name for v in variants[1:] if v.name in rungs and 1 - v.train_mean > dumb_error]
+    worse = [v.name for v in variants[1:] if v.name in rungs and ref.val_mean - v.val_mean > max(noise(v, ref), 1e-4)]
+    ev = {"best_dumb_error": round(dumb_error, 4), "underfitting_rungs": strong, "val_worse_rungs": worse}
+    if 1 - chosen.train_mean > dumb_error:
+        checks.append(C.make("regularize.too-strong", "fail", f"the chosen model's train error "
+                             f"{1 - chosen.train_mean:.3f} is worse than the best dumb baseline's", ev,
+                             "Weaken the regularization: the model no longer fits the train set."))
+    elif strong or worse:
+        checks.append(C.make("regularize.too-strong", "warn", "too strong, not kept: " + ", ".join(sorted(set(strong + worse))),
+                             ev, "Those rungs cost more train fit than they gave back on val; try milder settings."))
+    else:
+        checks.append(C.make("regularize.too-strong", "pass", "no rung pushed the model into underfitting", ev))
+    checks.append(check_mode(cfg, chosen, trainer, ds, th("regularize.mode")))
+    checks.append(check_still_improving(chosen, th("regularize.still-improving")))
+    beats = chosen.val_mean > best_dumb
+    ev = {"chosen_val": round(chosen.val_mean, 4), "best_dumb_val": round(best_dumb, 4), "best_dumb": baselines["best_dumb"]}
+    checks.append(C.make("regularize.beats-baselines", "pass" if beats else "fail",
+                         f"chosen model val {chosen.val_mean:.4f} {'beats' if beats else 'does not beat'} the best dumb "
+                         f"baseline ({best_dumb:.4f})", ev,
+                         "" if beats else "A network that loses to a dumb baseline is not worth tuning: revisit the "
+                                          "model (overfit-batch) or use the baseline."))
+    chosen_overrides = {**base, **best.overrides}
+    model = chosen.models[0]
+    ccfg = cfg.with_overrides(chosen_overrides)
+    E.save_checkpoint(ctx.artifacts.path("chosen.pt"), model, {"overrides": chosen_overrides, "val": chosen.val_mean})
+    ctx.artifacts.add("chosen.pt")
+    ctx.artifacts.text("chosen.yaml", "# regularize's choice: overrides on top of the experiment config\n"
+                       + yaml.safe_dump(chosen_overrides, sort_keys=True))
+    ctx.artifacts.json("chosen.json", {"overrides": chosen_overrides, "variant": best.name, "val": chosen.val,
+                                       "val_mean": chosen.val_mean, "val_std": chosen.val_std,
+                                       "reference_val_std": ref.val_std, "train_mean": chosen.train_mean,
+                                       "seeds": trainer.seeds, "verdict": verdict})
+    ctx.artifacts.json("ablation.json", {"table": table, "combination": combo_steps, "diagnostics": diagnostics})
+    ctx.artifacts.text("ablation.csv", "variant,train,val,val_std,seeds,note\n" + "".join(
+        f"{r['variant']},{r['train']},{r['val']},{r['val_std']},{r['seeds']},\"{r['note']}\"\n" for r in table))
+    _pictures(ctx, ds, variants, ref, diagnostics, model, ccfg)
+    summary = (f"{verdict}; chosen {best.name}: val {chosen.val_mean:.4f} ± {chosen.val_std:.4f} "
+               f"(reference {ref.val_mean:.4f}, best dumb {best_dumb:.4f}); {trainer.runs} runs")
+    return StageResult(checks, metrics={"chosen_val": chosen.val_mean, "reference_val": ref.val_mean,
+                                        "verdict": verdict, "runs": trainer.runs}, summary=summary)
+
+
+def check_mode(cfg, chosen: Variant, trainer: Trainer, ds, th) -> C.Check:
+    from torch import nn
+
+    model = chosen.models[0]
+    ev_mode = E.evaluate(model, trainer.va, ds.task, ds.num_classes)["score"]
+    torch.manual_seed(cfg.seed)
+    tr_mode = E.evaluate(model, trainer.va, ds.task, ds.num_classes, train_mode=True)["score"]
+    mods = list(model.modules())
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in mods)
+    has_do = any(isinstance(m, nn.Dropout) and m.p > 0 for m in mods)
+    bs = trainer.config(chosen.overrides).train.batch_size
+    ev = {"val_eval_mode": round(ev_mode, 4), "val_train_mode": round(tr_mode, 4), "gap": round(ev_mode - tr_mode, 4),
+          "batchnorm": has_bn, "dropout": has_do, "batch_size": bs, "max_gap": th["max_gap"]}
+    problems = []
+    if tr_mode - ev_mode > th["max_gap"]:
+        problems.append("eval mode scores worse than train mode (BatchNorm running statistics off?)")
+    if has_bn and bs < 8:
+        problems.append(f"BatchNorm with batches of {bs}")
+    if has_bn and has_do:
+        problems.append("dropout next to BatchNorm (variance shift between train and eval)")
+    if problems:
+        return C.make("regularize.mode", "warn", "; ".join(problems), ev,
+                      "Evaluate in model.eval(); use larger batches with BatchNorm or drop one of dropout/BatchNorm.")
+    return C.make("regularize.mode", "pass", f"eval-mode val {ev_mode:.4f} vs train-mode {tr_mode:.4f}: consistent", ev)
+
+
+def check_still_improving(chosen: Variant, th) -> C.Check:
+    gains = []
+    for hist in chosen.history:
+        scores = [h["val_score"] for h in hist if "val_score" in h]
+        if len(scores) >= 5:
+            k = max(2, len(scores) // 5)
+            gains.append(max(scores[-k:]) - max(scores[:-k]))
+    if not gains:
+        return C.make("regularize.still-improving", "skip", "too few epochs to judge")
+    gain = float(np.mean(gains))
+    ev = {"val_gain_last_fifth": round(gain, 4), "min_recent_gain": th["min_recent_gain"],
+          "epochs": [len(h) for h in chosen.history]}
+    if gain > th["min_recent_gain"]:
+        return C.make("regularize.still-improving", "warn", f"val score still rose {gain:.4f} in the last fifth of "
+                      "training", ev, "Train longer (raise train.epochs): the model has not converged.")
+    return C.make("regularize.still-improving", "pass", f"val score flat at the end (last-fifth gain {gain:+.4f})", ev)
+
+
+def _pictures(ctx, ds, variants, ref, diagnostics, model, ccfg) -> None:
+    from recipe import plots
+
+    rows = [v for v in variants if v.val]
+    ctx.artifacts.figure("ablation.png", plots.bars([v.name for v in rows], [v.val_mean for v in rows],
+                                                    [v.val_std for v in rows], "val score per variant (± seed std)",
+                                                    "val score", reference=ref.val_mean))
+    lc = diagnostics.get("learning_curve")
+    if lc:
+        ctx.artifacts.figure("learning_curve.png", plots.curves(
+            {"val error": lc["val_error"]}, "fraction of train", "val error",
+            "learning curve" + (": more data would help" if lc["more_data_helps"] else ""),
+            x={"val error": lc["fractions"]}))
+    _look_at_the_net(ctx, ds, model)
+
+
+def _look_at_the_net(ctx, ds, model) -> None:
+    """First-layer weights as images (image-shaped data) and per-layer activation histograms on val."""
+    import matplotlib.pyplot as plt
+    from torch import nn
+
+    from recipe import plots
+
+    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+    if first is not None and len(ds.shape) == 3:
+        w = first.weight.detach().float().cpu().numpy()
+        if isinstance(first, nn.Linear) and w.shape[1] == int(np.prod(ds.shape)):
+            ctx.artifacts.figure("first_layer.png", plots.image_grid(w[:32], ds.shape, [str(i) for i in range(min(32, len(w)))],
+                                                                     "first-layer weights (noisy = warning sign)"))
+        elif isinstance(first, nn.Conv2d):
+            f = w[:32, :1]
+            ctx.artifacts.figure("first_layer.png", plots.image_grid(f.reshape(len(f), -1), (1, *f.shape[2:]),
+                                                                     [str(i) for i in range(len(f))], "first conv filters"))
+    acts: dict[str, torch.Tensor] = {}
+    def keep(name):
+        def hook(module, args, out):   # returns None: a forward hook that returns a value replaces the output
+            acts.setdefault(name, out.detach().float().reshape(-1).cpu())
+        return hook
+
+    hooks = [m.register_forward_hook(keep(n)) for n, m in model.named_modules()
+             if isinstance(m, (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU))]
+    va = ctx.tensors("val")
+    E.predict(model, va.x[:512])
+    for h in hooks:
+        h.remove()
+    if acts:
+        fig, axes = plt.subplots(1, len(acts), figsize=(2.6 * len(acts), 2.2), squeeze=False)
+        for ax, (name, a) in zip(axes[0], acts.items()):
+            ax.hist(a.numpy(), bins=40)
+            ax.set_title(f"{name}: {float((a == 0).float().mean()):.0%} zero", fontsize=8)
+            ax.tick_params(labelsize=6)
+        fig.suptitle("activations of the chosen model on val", fontsize=9)
+        fig.tight_layout()
+        ctx.artifacts.figure("activations.png", fig)

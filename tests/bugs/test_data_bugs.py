@@ -1,0 +1,127 @@
+"""Planted data bugs: each is caught by its inspect check with the rows/columns that prove it."""
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from tests.conftest import check, invoke, record, write_config
+
+
+def inspect(tmp_path, data_yaml: str, name="bug"):
+    cfg = write_config(tmp_path, "name: {name}\ndata: " + data_yaml.replace("{", "{{").replace("}", "}}") + "\n",
+                       name=name)
+    r = invoke("inspect", cfg, "--runs", tmp_path / "runs")
+    return r, (record(tmp_path / "runs", name, "inspect") if (tmp_path / "runs" / name / "inspect").exists() else None)
+
+
+def digits_npz(path, x=None, y=None):
+    dx, dy = load_digits(return_X_y=True)
+    np.savez(path, x=dx if x is None else x, y=dy if y is None else y)
+    return path
+
+
+def test_nan_in_csv_fails_with_row_and_column(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = ["a,b,c,label"] + [f"{rng.normal():.3f},{rng.normal():.3f},{rng.normal():.3f},{i % 2}" for i in range(200)]
+    rows[58] = "0.1,,0.3,1"            # row 57 of the data: empty cell in column b
+    rows[121] = "0.1,0.2,inf,0"
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    r, rec = inspect(tmp_path, "{source: d.csv, split: {val: 0.2, test: 0.2}}")
+    assert r.exit_code == 1, r
+    c = check(rec, "data.non-finite")
+    assert c["status"] == "fail"
+    found = {k: v for k, v in c["evidence"].items()}
+    rows_all = sum((v["example_rows"] for v in found.values()), [])
+    cols_all = sum((v["columns"] for v in found.values()), [])
+    assert 57 in rows_all or 120 in rows_all
+    assert "b" in cols_all or "c" in cols_all
+    assert "data.non-finite" in r.stderr
+
+
+def test_train_val_files_sharing_rows_leak(tmp_path):
+    x, y = load_digits(return_X_y=True)
+    tr = np.arange(0, 1200)
+    va = np.concatenate([np.arange(1200, 1450), np.arange(0, 50)])   # 50 train rows copied into val
+    te = np.arange(1450, 1797)
+    for name, idx in (("train", tr), ("val", va), ("test", te)):
+        np.savez(tmp_path / f"{name}.npz", x=x[idx], y=y[idx])
+    r, rec = inspect(tmp_path, "{train: train.npz, val: val.npz, test: test.npz}")
+    assert r.exit_code == 1
+    c = check(rec, "data.leak")
+    assert c["status"] == "fail" and c["evidence"]["val_in_train"] == 50
+    assert len(c["evidence"]["val_in_train_rows"]) == 5
+
+
+def test_noisy_labels_are_estimated(tmp_path):
+    x, y = load_digits(return_X_y=True)
+    rng = np.random.default_rng(0)
+    flip = rng.random(len(y)) < 0.3
+    y = np.where(flip, (y + rng.integers(1, 10, len(y))) % 10, y)
+    digits_npz(tmp_path / "d.npz", x, y)
+    r, rec = inspect(tmp_path, "{source: d.npz}")
+    c = check(rec, "data.label-noise")
+    assert c["status"] == "fail", c
+    assert c["evidence"]["estimated_noise_rate"] > 0.1
+    assert len(c["evidence"]["most_suspicious_rows"]) == 10
+
+
+def test_random_labels_have_no_signal(tmp_path):
+    x, y = load_digits(return_X_y=True)
+    digits_npz(tmp_path / "d.npz", x, np.random.default_rng(1).permutation(y))
+    r, rec = inspect(tmp_path, "{source: d.npz}")
+    assert r.exit_code == 1
+    c = check(rec, "data.signal")
+    assert c["status"] == "fail" and c["evidence"]["gain"] < 0.02
+
+
+def test_severe_imbalance_fails(tmp_path):
+    x, y = load_digits(return_X_y=True)
+    keep = (y != 1) | (np.cumsum(y == 1) <= 4)     # 4 ones (3 in train at most) against ~180 of each other digit
+    digits_npz(tmp_path / "d.npz", x[keep], np.where(y[keep] == 1, 1, 0))
+    r, rec = inspect(tmp_path, "{source: d.npz}")
+    c = check(rec, "data.imbalance")
+    assert c["status"] == "fail", c
+    assert c["evidence"]["min_over_max"] < 0.01
+
+
+def test_constant_features_fail_when_all_constant(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.ones((300, 5)), y=np.arange(300) % 3)
+    r, rec = inspect(tmp_path, "{source: d.npz}")
+    assert check(rec, "data.constant")["status"] == "fail"
+
+
+def test_unnormalized_scales_warn(tmp_path):
+    rng = np.random.default_rng(0)
+    x = np.c_[rng.normal(size=400), 1e4 * rng.normal(size=400)]
+    np.savez(tmp_path / "d.npz", x=x, y=(x[:, 0] > 0).astype(int))
+    r, rec = inspect(tmp_path, "{source: d.npz, normalize: none}")
+    c = check(rec, "data.scale")
+    assert c["status"] == "warn" and c["evidence"]["std_ratio"] > 1000
+
+
+def test_sorted_file_and_duplicates_and_conflicts(tmp_path):
+    x, y = load_digits(return_X_y=True)
+    order = np.argsort(y, kind="stable")
+    x, y = x[order], y[order]
+    x = np.concatenate([x, x[:200]])        # 200 repeated rows
+    y2 = np.concatenate([y, y[:200]])
+    y2[-30:] = 9                            # 30 of the repeats now disagree with their originals
+    np.savez(tmp_path / "d.npz", x=x, y=y2)
+    r, rec = inspect(tmp_path, "{source: d.npz}")
+    assert check(rec, "data.order")["status"] == "warn"
+    assert check(rec, "data.duplicates")["status"] == "warn"
+    assert check(rec, "data.label-conflict")["status"] == "fail"
+    assert check(rec, "data.leak")["status"] == "fail"     # repeats land in different splits too
+
+
+def test_clean_real_data_passes(tmp_path):
+    for name in ("iris", "wine", "breast_cancer", "diabetes"):
+        r, rec = inspect(tmp_path, f"{{source: 'builtin:{name}'}}", name=name)
+        assert r.exit_code == 0, (name, r)
+        assert not [c["id"] for c in rec["checks"] if c["status"] == "fail"]
+
+
+def test_missing_target_column_names_file_and_column(tmp_path):
+    (tmp_path / "d.csv").write_text("a,b,lable\n1,2,0\n3,4,1\n")
+    r, rec = inspect(tmp_path, "{source: d.csv}")
+    assert r.exit_code == 2
+    assert "d.csv" in r.stderr and "label" in r.stderr and "lable" in r.stderr

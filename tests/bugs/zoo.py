@@ -1,0 +1,140 @@
+"""Planted model bugs, each built as an import-path factory: Factory(input_shape=, num_outputs=)."""
+import time
+
+import torch
+from torch import nn
+
+
+def _mlp(d, k, hidden=64):
+    return nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, k))
+
+
+def _d(shape):
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+class IgnoresInput(nn.Module):
+    """forward() never uses x: the output is a function of the parameters only."""
+
+    def __init__(self, input_shape, num_outputs):
+        super().__init__()
+        self.net = _mlp(_d(input_shape), num_outputs)
+
+    def forward(self, x):
+        return self.net(torch.zeros_like(x).flatten(1))
+
+
+class SoftmaxOutput(nn.Module):
+    """Returns probabilities, which CrossEntropyLoss then log-softmaxes again."""
+
+    def __init__(self, input_shape, num_outputs):
+        super().__init__()
+        self.net = _mlp(_d(input_shape), num_outputs)
+
+    def forward(self, x):
+        return torch.softmax(self.net(x), dim=1)
+
+
+class MixesBatch(nn.Module):
+    """A `view` where a `transpose` was meant: hidden features of different samples get mixed."""
+
+    def __init__(self, input_shape, num_outputs):
+        super().__init__()
+        self.a = nn.Linear(_d(input_shape), 32)
+        self.b = nn.Linear(32, num_outputs)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x.flatten(1)))          # (B, 32)
+        h = h.reshape(h.shape[1], h.shape[0]).t()     # the bug: view as (32, B), then transpose back
+        return self.b(h)
+
+
+class FrozenLayer(nn.Module):
+    def __init__(self, input_shape, num_outputs):
+        super().__init__()
+        self.net = _mlp(_d(input_shape), num_outputs)
+        for p in self.net[1].parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class UnusedLayer(nn.Module):
+    def __init__(self, input_shape, num_outputs):
+        super().__init__()
+        self.net = _mlp(_d(input_shape), num_outputs)
+        self.extra = nn.Linear(64, 64)               # defined, never called
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class _BadReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (x > 0) * 2.0                     # the bug: twice the true gradient
+
+
+class BadReLU(nn.Module):
+    def forward(self, x):
+        return _BadReLU.apply(x)
+
+
+class WrongBackward(nn.Module):
+    def __init__(self, input_shape, num_outputs):
+        super().__init__()
+        self.a = nn.Linear(_d(input_shape), 64)
+        self.act = BadReLU()
+        self.b = nn.Linear(64, num_outputs)
+
+    def forward(self, x):
+        return self.b(self.act(self.a(x.flatten(1))))
+
+
+class Unseeded(nn.Module):
+    """Noise from a generator seeded by the clock: two runs with one seed differ."""
+
+    def __init__(self, input_shape, num_outputs):
+        super().__init__()
+        self.net = _mlp(_d(input_shape), num_outputs)
+        self.gen = torch.Generator().manual_seed(time.perf_counter_ns())
+
+    def forward(self, x):
+        if self.training:
+            x = x + 0.1 * torch.randn(x.shape, generator=self.gen)
+        return self.net(x)
+
+
+class Overconfident(nn.Module):
+    """Logits scaled by 50 at init: the initial loss is far above -log(1/C)."""
+
+    def __init__(self, input_shape, num_outputs):
+        super().__init__()
+        self.net = _mlp(_d(input_shape), num_outputs)
+
+    def forward(self, x):
+        return 50.0 * self.net(x)
+
+
+class ShiftedOutput(nn.Module):
+    """A constant added after the final layer: the output bias no longer matches the class priors."""
+
+    def __init__(self, input_shape, num_outputs):
+        super().__init__()
+        self.net = _mlp(_d(input_shape), num_outputs)
+        shift = torch.zeros(num_outputs)
+        shift[0] = 4.0
+        self.register_buffer("shift", shift)
+
+    def forward(self, x):
+        return self.net(x) + self.shift

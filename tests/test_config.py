@@ -1,0 +1,78 @@
+"""Config: unknown keys with did-you-mean, every problem at once with its key path, overrides."""
+import pytest
+
+from recipe.config import load, parse_override
+from recipe.errors import ConfigError
+from tests.conftest import invoke, write_config
+
+
+def test_typo_section_suggests_and_exits_2(tmp_path):
+    cfg = write_config(tmp_path, "name: t\ndata: {{source: builtin:iris}}\ntrian: {{lr: 0.1}}\n")
+    r = invoke("inspect", cfg, "--runs", tmp_path / "runs")
+    assert r.exit_code == 2
+    assert "did you mean 'train'" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_negative_lr_names_key(tmp_path):
+    cfg = write_config(tmp_path, "name: t\ndata: {{source: builtin:iris}}\ntrain: {{lr: -1}}\n")
+    r = invoke("inspect", cfg, "--runs", tmp_path / "runs")
+    assert r.exit_code == 2
+    assert "train.lr" in r.stderr and "-1" in r.stderr
+
+
+def test_all_problems_reported_at_once(tmp_path):
+    p = write_config(tmp_path, "name: t\ndata: {{source: builtin:iris}}\ntrain: {{lr: -1, epochs: 0, optimiser: sgd}}\n"
+                               "model: {{dropout: 2}}\n")
+    with pytest.raises(ConfigError) as e:
+        load(p)
+    text = "\n".join(e.value.messages)
+    for key in ("train.lr", "train.epochs", "model.dropout", "train.optimiser"):
+        assert key in text, key
+    assert "did you mean 'train.optimizer'" in text
+
+
+def test_override_is_yaml_typed_and_validated(tmp_path):
+    p = write_config(tmp_path, "name: t\ndata: {{source: builtin:iris}}\n")
+    cfg = load(p, ["train.lr=0.01", "model.hidden=[8, 8]", "train.early_stopping={{patience: 3}}".replace("{{", "{").replace("}}", "}")])
+    assert cfg.train.lr == 0.01 and cfg.model.hidden == [8, 8] and cfg.train.early_stopping.patience == 3
+    with pytest.raises(ConfigError) as e:
+        load(p, ["train.lr=abc"])
+    assert "train.lr" in str(e.value)
+    with pytest.raises(ConfigError):
+        parse_override("train.lr")
+
+
+def test_relative_paths_resolve_against_config_folder(tmp_path):
+    sub = tmp_path / "exp"
+    sub.mkdir()
+    p = write_config(sub, "name: t\ndata: {{source: data.csv}}\n")
+    cfg = load(p)
+    assert cfg.resolve("data.csv") == sub / "data.csv"
+
+
+def test_unknown_check_id_and_missing_reason(tmp_path):
+    p = write_config(tmp_path, "name: t\ndata: {{source: builtin:iris}}\nchecks:\n  data.imbalanse: {{severity: warn, reason: x}}\n"
+                               "  data.leak: {{severity: warn}}\n")
+    with pytest.raises(ConfigError) as e:
+        load(p)
+    text = str(e.value)
+    assert "did you mean 'data.imbalance'" in text
+    assert "checks.data.leak.reason" in text
+
+
+def test_yaml_alias_bomb_refused(tmp_path):
+    bomb = "name: t\ndata: {source: builtin:iris}\na: &a [x, x]\n" + "".join(
+        f"b{i}: &b{i} [*{'a' if i == 0 else f'b{i-1}'}, *{'a' if i == 0 else f'b{i-1}'}]\n" for i in range(120))
+    p = tmp_path / "bomb.yaml"
+    p.write_text(bomb)
+    with pytest.raises(ConfigError):
+        load(p)
+
+
+def test_not_a_mapping_and_missing_file(tmp_path):
+    p = tmp_path / "list.yaml"
+    p.write_text("- a\n- b\n")
+    assert invoke("inspect", p, "--runs", tmp_path / "r").exit_code == 2
+    r = invoke("inspect", tmp_path / "nope.yaml", "--runs", tmp_path / "r")
+    assert r.exit_code == 2 and "nope.yaml" in r.stderr
