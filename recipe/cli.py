@@ -57,15 +57,22 @@ def handled(fn: Callable) -> Callable:
                 typer.echo(json.dumps({"status": label, "exit_code": e.exit_code, "errors": e.messages}))
             raise typer.Exit(e.exit_code)
         except KeyboardInterrupt:
+            _ignore_further_signals()   # a second Ctrl-C while exiting must not turn 130 into a crash
             console().print("[magenta]interrupted[/magenta]: the record says 'interrupted'; rerun the stage")
             if as_json:
                 typer.echo(json.dumps({"status": "interrupted", "exit_code": EXIT_INTERRUPTED}))
             raise typer.Exit(EXIT_INTERRUPTED)
         finally:
-            if previous is not None:
+            if previous is not None and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
                 signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+def _ignore_further_signals() -> None:
+    if _main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _main_thread() -> bool:
@@ -269,18 +276,21 @@ def status(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = 
     for stage in STAGES:
         state, reasons = stage_state(ws, stage, now)
         rec = ws.read_record(stage) or {}
+        counts = {k: sum(1 for c in rec.get("checks", []) if c.get("status") == k) for k in ("pass", "warn", "fail")}
         rows.append({"stage": stage, "state": state, "reasons": reasons, "finished": rec.get("finished"),
-                     "summary": rec.get("summary", "")})
+                     "summary": rec.get("summary", ""), "checks": counts if rec else None})
     if as_json:
         typer.echo(json.dumps({"name": cfg.name, "stages": rows}))
         return
     table = Table(title=f"{cfg.name} ({runs / cfg.name})")
-    for col in ("stage", "state", "finished", "why / summary"):
+    for col in ("stage", "state", "checks", "finished", "why / summary"):
         table.add_column(col)
     for r in rows:
         style = STATUS_STYLE.get(r["state"], "")
         why = "; ".join(r["reasons"]) if r["reasons"] else r["summary"]
-        table.add_row(r["stage"], f"[{style}]{r['state']}[/{style}]", r["finished"] or "", escape(why))
+        n = r["checks"]
+        counts = "" if not n else " ".join(f"[{STATUS_STYLE[k]}]{v} {k}[/{STATUS_STYLE[k]}]" for k, v in n.items() if v)
+        table.add_row(r["stage"], f"[{style}]{r['state']}[/{style}]", counts, r["finished"] or "", escape(why))
     console().print(table)
 
 
@@ -338,8 +348,73 @@ def init(directory: Path = typer.Argument(Path("."), help="Where to write the st
     con.print(f"next: recipe inspect {config_path}")
 
 
+@app.command()
+@handled
+def predict(args: List[Path] = typer.Argument(..., metavar="[CONFIG] INPUT",
+                                              help="Optional experiment YAML, then a .csv/.parquet/.npz of new rows."),
+            out: Optional[Path] = typer.Option(None, "--out", help="Write predictions (CSV) here; default stdout."),
+            overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt, device: str = DeviceOpt,
+            as_json: bool = JsonOpt):
+    """Apply the final model (ensemble, best single or student) to new rows, with the recorded preprocessing."""
+    from recipe import predict as P
+    from recipe.workspace import Workspace, atomic_write_bytes
+
+    if len(args) > 2:
+        raise RecipeError(f"predict takes [CONFIG] INPUT, got {len(args)} paths")
+    config, data = (args[0], args[1]) if len(args) == 2 else (None, args[0])
+    if data.suffix.lower() in (".yaml", ".yml"):
+        raise RecipeError(f"{data} is a config: pass the rows to predict after it (recipe predict CONFIG INPUT.csv)")
+    cfg = _load_config(config, overrides, runs)
+    if device not in ("auto", "cpu", "cuda"):
+        raise RecipeError(f"--device: must be auto, cpu or cuda (got '{device}')")
+    ws = Workspace(runs, cfg.name)
+    art = P.load_final(ws, cfg.model_dump(mode="json"))
+    x, y = P.read_rows(data, art)
+    probs = P.apply(cfg, art, ws.stage_dir("ensemble"), x, device)
+    text = P.to_csv(probs, art)
+    con = console()
+    predicted = P.labels(probs, art)
+    summary: dict[str, Any] = {"rows": len(x), "final": art.get("final", "ensemble"), "out": str(out) if out else None}
+    if y is not None and art["task"] == "classification":
+        summary["accuracy"] = sum(str(p) == str(t) for p, t in zip(predicted, y)) / len(y) if len(y) else None
+    if out is not None:
+        atomic_write_bytes(out, text.encode())
+    elif not as_json:
+        typer.echo(text, nl=False)
+    extra = f"; accuracy against its '{art.get('target_column')}' column {summary['accuracy']:.4f}" \
+        if summary.get("accuracy") is not None else ""
+    con.print(f"predicted {len(x)} rows with the {summary['final'].replace('_', ' ')} of {cfg.name}"
+              + (f" -> {out}" if out else "") + extra, soft_wrap=True)
+    if as_json:
+        typer.echo(json.dumps({**summary, "predictions": predicted}, default=str))
+
+
+@app.command()
+@handled
+def report(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt,
+           out: Optional[Path] = typer.Option(None, "--out", help="Where to write it (default runs/<name>/report.html)."),
+           as_json: bool = JsonOpt):
+    """One self-contained HTML page: every stage's status, checks, evidence, pictures and the test result."""
+    from recipe.report import write_report
+
+    cfg = _load_config(config, overrides, runs)
+    path, info = write_report(cfg, runs, out)
+    console().print(f"wrote {path} ({info['bytes'] / 1e6:.2f} MB, {info['images']} pictures, "
+                    f"{info['seconds']:.2f}s)", soft_wrap=True)
+    if as_json:
+        typer.echo(json.dumps({"report": str(path), **info}))
+
+
 def main() -> None:
-    app()
+    """Console entry point. Interrupts that land outside a command (while parsing arguments, importing)
+    still end with exit 130, and SIGTERM is treated like Ctrl-C from the first moment."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        app()
+    except KeyboardInterrupt:
+        _ignore_further_signals()
+        sys.stderr.write("interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -170,7 +170,25 @@ def create(cfg, ds, seed: int, overrides=None) -> nn.Module:
     model = build(model_cfg, ds.shape, ds.num_outputs)
     init_weights(model, model_cfg.init, model_cfg.activation)
     set_output_bias(model, ds.task, ds.class_priors(), ds.num_outputs)
+    _check_output_shape(model, ds)
     return model
+
+
+def _check_output_shape(model: nn.Module, ds) -> None:
+    """One forward pass on two zero samples: a wrong output shape is a clear error (exit 2), not a crash later."""
+    from recipe.engine.train import check_output
+
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, int(torch.tensor(ds.shape).prod())))
+    except Exception as e:
+        raise ModelError(f"model.kind: the model fails on a batch of shape (2, {int(torch.tensor(ds.shape).prod())}) "
+                         f"(per-sample shape {list(ds.shape)}): {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    finally:
+        model.train(was)
+    check_output(out, 2, ds.task, ds.num_outputs)
 
 
 def count_parameters(model: nn.Module) -> int:

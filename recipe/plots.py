@@ -109,3 +109,65 @@ def bars(labels: Sequence[str], values: Sequence[float], errors: Sequence[float]
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def confusion_matrix(counts: np.ndarray, classes: Sequence, title: str = "confusion matrix (test)") -> plt.Figure:
+    """Counts of true (rows) vs predicted (columns) labels, each cell annotated; the diagonal is right."""
+    counts = np.asarray(counts)
+    k = len(classes)
+    size = max(3.6, 0.42 * k + 1.6)
+    fig, ax = plt.subplots(figsize=(size + 0.8, size))
+    rows = counts.sum(1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros(counts.shape, float), where=rows > 0)
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    if k <= 30:
+        for i in range(k):
+            for j in range(k):
+                if counts[i, j]:
+                    ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7,
+                            color="white" if share[i, j] > 0.5 else ("tab:red" if i != j else "black"))
+    labels = [str(c)[:12] for c in classes]
+    ax.set_xticks(range(k), labels, rotation=45 if k > 8 else 0, fontsize=7)
+    ax.set_yticks(range(k), labels, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagram(confidence: np.ndarray, accuracy: np.ndarray, counts: np.ndarray, ece: float,
+                        title: str = "reliability diagram (test)") -> plt.Figure:
+    """Accuracy vs mean confidence per confidence bin; the diagonal is perfect calibration."""
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(4.6, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="perfectly calibrated")
+    keep = counts > 0
+    ax.plot(confidence[keep], accuracy[keep], "o-", color="tab:blue", label=f"model (ECE {ece:.3f})")
+    for c, a in zip(confidence[keep], accuracy[keep]):
+        ax.plot([c, c], [c, a], color="tab:red", linewidth=1, alpha=0.6)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    centers = np.linspace(0, 1, len(counts) + 1)
+    hist.bar((centers[:-1] + centers[1:]) / 2, counts, width=1 / len(counts), color="tab:blue", alpha=0.6)
+    hist.set_xlabel("confidence (max probability)")
+    hist.set_ylabel("rows")
+    hist.set_xlim(0, 1)
+    fig.tight_layout()
+    return fig
+
+
+def predicted_vs_true(pred: np.ndarray, true: np.ndarray, title: str = "predicted vs true (test)") -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.scatter(true, pred, s=6, alpha=0.5)
+    lo, hi = float(np.nanmin([true.min(), pred.min()])), float(np.nanmax([true.max(), pred.max()]))
+    ax.plot([lo, hi], [lo, hi], "--", color="grey", linewidth=1)
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

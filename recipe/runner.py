@@ -220,7 +220,7 @@ def execute(stage: str, cfg, options: Options, console) -> tuple[dict, int]:
         ws.write_record(stage, record)
         remember_config(options.runs, cfg.path) if cfg.path else None
         start = time.perf_counter()
-        record["device"] = str(ctx.device)
+        record["device"] = ctx.options.device       # the resolved device is recorded when the stage used one
         record["versions"] = _versions()
         try:
             result: StageResult = module.run(cfg, ctx)
@@ -239,6 +239,8 @@ def execute(stage: str, cfg, options: Options, console) -> tuple[dict, int]:
                           artifacts=ctx.artifacts.files, seconds=round(time.perf_counter() - start, 3), checks=[])
             ws.write_record(stage, record)
             raise
+        if ctx._device is not None:
+            record["device"] = str(ctx._device)
         result.checks = C.apply_overrides(result.checks, cfg.checks)
         failed = any(c.status == "fail" for c in result.checks)
         status = "failed" if failed else ("forced" if forced_reasons else "passed")

@@ -39,6 +39,10 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, rename: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +52,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)     # mkstemp makes 0600; records and reports are meant to be read
         os.replace(tmp, path)
     except BaseException as e:
         try:
@@ -94,6 +99,7 @@ class _AtomicPath:
             try:
                 with open(self.tmp, "rb+") as f:
                     os.fsync(f.fileno())
+                os.chmod(self.tmp, 0o666 & ~_UMASK)
                 os.replace(self.tmp, self.path)
             except OSError as e:
                 self.tmp.unlink(missing_ok=True)

@@ -23,6 +23,8 @@ overfit: {{samples: 16, steps: 150}}
 regularize: {{seeds: 2, ladder: [dropout, weight_decay, early_stopping]}}
 tune: {{trials: 3}}
 ensemble: {{top_k: 2}}
+checks:
+  ensemble.gain: {{severity: warn, reason: "3 tuned trials on 270 val rows: no gain can be shown beyond noise"}}
 """
 
 

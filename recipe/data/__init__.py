@@ -153,6 +153,7 @@ def _encode_tables(tables: dict[str, Table], cfg) -> tuple[dict[str, np.ndarray]
             else:
                 numeric = None
             if numeric is None:
+                _refuse_mostly_numeric(train.origin, col, present)
                 levels = sorted({str(v) for v in present})
                 if len(levels) > cfg.data.max_categories:
                     raise DataError(
@@ -160,6 +161,8 @@ def _encode_tables(tables: dict[str, Table], cfg) -> tuple[dict[str, np.ndarray]
                         f"data.max_categories={cfg.data.max_categories}; drop it with data.features or encode it"
                     )
                 fill = None
+                if cfg.data.missing == "impute" and not present:
+                    raise _nothing_to_impute(train.origin, col)
                 if cfg.data.missing == "impute" and present:
                     vals, counts = np.unique([str(v) for v in present], return_counts=True)
                     fill = str(vals[counts.argmax()])
@@ -179,7 +182,9 @@ def _encode_tables(tables: dict[str, Table], cfg) -> tuple[dict[str, np.ndarray]
         if cfg.data.missing == "impute":
             tr = train.columns[col].astype(np.float64)
             finite = tr[np.isfinite(tr)]
-            fill = float(np.median(finite)) if finite.size else 0.0
+            if not finite.size:
+                raise _nothing_to_impute(train.origin, col)
+            fill = float(np.median(finite))
             encoding["imputed"][col] = fill
         for s, t in tables.items():
             v = t.columns[col].astype(np.float32)
@@ -189,6 +194,25 @@ def _encode_tables(tables: dict[str, Table], cfg) -> tuple[dict[str, np.ndarray]
     out = {s: (np.concatenate(b, axis=1) if b else np.zeros((tables[s].n_rows, 0), np.float32)).astype(np.float32)
            for s, b in blocks.items()}
     return out, names, encoding
+
+
+def _refuse_mostly_numeric(origin: str, col: str, present: list) -> None:
+    """A numeric column with a few text cells ('unknown', '?') is a typo or a missing marker, not a category."""
+    text = []
+    for v in present:
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            text.append(v)
+    if present and len(text) <= 0.1 * len(present):
+        examples = ", ".join(repr(v) for v in sorted(set(map(str, text)))[:3])
+        raise DataError(f"{origin}: column '{col}' mixes numbers and text ({len(text)} text cell(s): {examples}); "
+                        "write missing values as empty or NA, or drop the column with data.features")
+
+
+def _nothing_to_impute(origin: str, col: str) -> DataError:
+    return DataError(f"{origin}: column '{col}' has no value in the train split, so there is nothing to impute "
+                     "from (data.missing: impute); drop it with data.features")
 
 
 def _try_numeric(values: np.ndarray, origin: str = "", col: str = "") -> Optional[np.ndarray]:

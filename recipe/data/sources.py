@@ -167,10 +167,18 @@ def _read_csv(path: Path):
         msg = str(e).splitlines()[0]
         if "UTF8" in msg or "utf8" in msg.lower():
             raise DataError(f"{path}: not UTF-8 text ({msg}); re-save the file as UTF-8") from None
+        ragged = re.search(r"Expected (\d+) columns, got (\d+)", msg)
+        if ragged:
+            line = _ragged_line(path, delimiter, int(ragged.group(1)))
+            raise DataError(f"{path}: malformed CSV: line {line} has {ragged.group(2)} fields but the header has "
+                            f"{ragged.group(1)} (ragged rows)") from None
         raise DataError(f"{path}: malformed CSV ({msg})") from None
     except (OSError, pa.ArrowException) as e:
         raise DataError(f"{path}: cannot read CSV ({e})") from None
     names = table.column_names
+    for name, col in zip(names, table.columns):
+        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            raise DataError(f"{path}: column '{name}' holds bytes that are not UTF-8 text; re-save the file as UTF-8")
     if names and names[0].startswith("\ufeff"):
         table = table.rename_columns([names[0][1:], *names[1:]])
     if table.num_rows == 0:
@@ -179,6 +187,18 @@ def _read_csv(path: Path):
         raise DataError(f"{path}: only one column '{table.column_names[0][:40]}' was found; "
                         "the file seems to use another delimiter than ','")
     return table
+
+
+def _ragged_line(path: Path, delimiter: str, expected: int) -> str:
+    """1-based line number of the first row whose field count differs from the header's."""
+    import csv as pycsv
+
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
+        reader = pycsv.reader(f, delimiter=delimiter)
+        for row in reader:
+            if row and len(row) != expected:
+                return str(reader.line_num)
+    return "?"
 
 
 def _read_parquet(path: Path):
@@ -236,8 +256,34 @@ def _columns(table, path: Path, target: str, features: Optional[list[str]]) -> T
             arr = arr.astype(np.float64) if pt.is_decimal(typ) else arr
         elif pt.is_string(typ) or pt.is_large_string(typ) or pt.is_null(typ):
             arr = np.array(col.to_pylist(), dtype=object)
+            if name != target:
+                _refuse_dates_and_text(arr, path, name)
         else:
             raise DataError(f"{path}: column '{name}' has unsupported type {typ}; drop it with data.features")
         cols[name] = arr
     y = cols.pop(target)
     return Table(origin=str(path), columns=cols, target=y, target_name=target, files=[str(path)])
+
+
+# date/time written as text: 2024-01-31, 31/01/2024, 1.2.24, 10:30, "Jan 5 2024", optionally with a time part
+_DATE = re.compile(
+    r"\s*(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|\d{1,2}:\d{2}(:\d{2})?"
+    r"|(\d{1,2}\s+)?(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(,?\s+\d{4})?)"
+    r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}:?\d{2}|[ap]\.?m\.?)?\s*",
+    re.IGNORECASE)
+
+
+def _refuse_dates_and_text(values: np.ndarray, path: Path, name: str) -> None:
+    """Text columns recipe cannot encode as categories: dates/times and free text. Refuse, naming the column."""
+    present = [v for v in values if isinstance(v, str) and v.strip()]
+    if len(present) < 5:
+        return
+    sample = present[:2000]
+    if sum(bool(_DATE.fullmatch(v)) for v in sample) >= 0.9 * len(sample):
+        raise DataError(f"{path}: column '{name}' holds dates/times (e.g. '{sample[0]}'); derive numeric features "
+                        "from it or drop it with data.features")
+    words = sorted(len(v.split()) for v in sample)
+    distinct = len(set(sample)) / len(sample)
+    if words[len(words) // 2] >= 3 and distinct >= 0.5:
+        raise DataError(f"{path}: column '{name}' looks like free text ({len(set(sample))} distinct values, e.g. "
+                        f"'{sample[0][:40]}'); recipe does not featurize text: drop it with data.features")

@@ -1,7 +1,20 @@
 """Health monitors run inside the one training loop (health.* checks of DESIGN §5).
 
-The engine calls `on_batch_end` after every optimizer step with the loss tensor (no sync);
-monitors sample expensive statistics every `every` steps so their cost stays small.
+Cheap facts are taken every step without a device sync (the loss tensor is buffered); everything that
+costs more (gradient norms, update/weight ratios, activation statistics) is sampled every `every` steps,
+so the monitors cost a few percent of throughput (scripts/bench_engine.py measures it).
+
+Thresholds and their sources (overridable under `checks:` in the config):
+- health.exploding: loss above `loss_factor` x the first loss, or gradient norm above `grad_norm`
+  (AUTOTRAINER's exploding-gradient rule).
+- health.vanishing: first-layer / last-layer gradient-norm ratio below `ratio` = 1e-3 (AUTOTRAINER).
+- health.dead-units: a layer where at least `fraction` = 70% of ReLU units never fire on the sampled
+  batches (AUTOTRAINER and DeepDiagnosis use 70%).
+- health.saturation: a layer where more than `fraction` = 50% of sigmoid/tanh outputs sit beyond the
+  linear range (DeepDiagnosis).
+- health.update-ratio: median |update| / |weight| per step outside [`low`, `high`] around the healthy
+  ~1e-3 (Karpathy, CS231n).
+- health.symmetry: weight matrices whose units (rows) are identical at init (zero or constant init).
 """
 from __future__ import annotations
 
@@ -12,6 +25,8 @@ import torch
 from torch import nn
 
 from recipe import checks as C
+
+SATURATED = {nn.Sigmoid: (0.01, 0.99), nn.Tanh: (-0.99, 0.99)}
 
 
 class NonFiniteLoss(Exception):
@@ -33,19 +48,74 @@ def first_non_finite_parameter(model: nn.Module) -> tuple[Optional[str], str]:
     return None, "loss"
 
 
+def _weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Weight matrices / kernels of the layers that learn (not biases, not norms), in module order."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
+
+
 class Health:
     """Collects per-run health evidence and turns it into health.* checks."""
 
     def __init__(self, model: nn.Module, every: int = 50, thresholds: Optional[dict] = None):
         self.model = model
-        self.every = every
-        self.overrides = thresholds or {}
+        self.every = max(1, every)
+        self.th = {cid: C.thresholds(cid, thresholds) for cid in C.CATALOG if cid.startswith("health.")}
         self.pending: list[torch.Tensor] = []
         self.first_step = 0
         self.epoch_losses: list[float] = []
         self.non_finite: Optional[NonFiniteLoss] = None
+        self.first_loss: Optional[float] = None
+        self.max_loss = -math.inf
+        self.max_loss_step = -1
+        self.grad_norms: list[tuple[int, float]] = []          # (step, total grad norm)
+        self.layer_ratio: list[float] = []                       # first / last layer grad norm
+        self.update_ratios: dict[str, list[float]] = {}
+        self.active: dict[str, torch.Tensor] = {}                # unit -> ever active (ReLU family)
+        self.saturated: dict[str, list[float]] = {}              # fraction saturated per sample
+        self.symmetric: list[str] = []
+        self._hooks: list = []
+        self._snapshot: Optional[list[torch.Tensor]] = None
+        self.weights = _weights(model)
+        self._act_modules = [(n, m) for n, m in model.named_modules()
+                             if isinstance(m, (nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh))]
+        self._check_symmetry()
 
     # -- called by the engine ------------------------------------------------------------
+    def sampling(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def before_forward(self, step: int) -> None:
+        """On sampled steps: watch activations during this forward pass."""
+        if not self.sampling(step) or not self._act_modules:
+            return
+        for name, m in self._act_modules:
+            self._hooks.append(m.register_forward_hook(self._activation_hook(name, type(m))))
+
+    def before_step(self, step: int) -> None:
+        """On sampled steps, after backward: gradient statistics, and a snapshot for the update ratio."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        if not self.sampling(step) or not self.weights:
+            return
+        norms = [p.grad.detach().float().norm() if p.grad is not None else torch.zeros((), device=p.device)
+                 for _, p in self.weights]
+        stacked = torch.stack(norms).cpu()
+        total = float(stacked.norm())
+        self.grad_norms.append((step, total))
+        if len(stacked) >= 2 and float(stacked[-1]) > 0:
+            self.layer_ratio.append(float(stacked[0]) / float(stacked[-1]))
+        self._snapshot = [p.detach().clone() for _, p in self.weights]
+
+    def after_step(self, step: int) -> None:
+        if self._snapshot is None:
+            return
+        for (name, p), old in zip(self.weights, self._snapshot):
+            denom = float(old.float().norm())
+            if denom > 0:
+                self.update_ratios.setdefault(name, []).append(float((p.detach() - old).float().norm()) / denom)
+        self._snapshot = None
+
     def on_batch_end(self, step: int, loss: torch.Tensor) -> None:
         self.pending.append(loss.detach())
         if len(self.pending) >= self.every:
@@ -64,26 +134,128 @@ class Health:
             layer, what = first_non_finite_parameter(self.model)
             self.non_finite = NonFiniteLoss(first + bad, layer, "loss" if what == "loss" else what)
             raise self.non_finite
+        values = buf.cpu()
+        if self.first_loss is None:
+            self.first_loss = float(values[0])
+        i = int(values.argmax())
+        if float(values[i]) > self.max_loss:
+            self.max_loss, self.max_loss_step = float(values[i]), first + i
 
     def on_epoch_end(self, train_loss: float) -> None:
         self.epoch_losses.append(train_loss)
 
+    # -- sampling helpers ----------------------------------------------------------------
+    def _activation_hook(self, name: str, kind: type):
+        def hook(module, args, out):   # returns None: a hook that returns a value would replace the output
+            a = out.detach().float()
+            units = a.reshape(a.shape[0], a.shape[1], -1).amax(2) if a.ndim > 2 else a   # channels for convs
+            if kind in SATURATED:
+                lo, hi = SATURATED[kind]
+                self.saturated.setdefault(name, []).append(float(((a <= lo) | (a >= hi)).float().mean()))
+            else:
+                fired = (units > 0).any(0).cpu()
+                self.active[name] = fired if name not in self.active else (self.active[name] | fired)
+        return hook
+
+    def _check_symmetry(self) -> None:
+        for name, p in self.weights:
+            w = p.detach().reshape(p.shape[0], -1)
+            if w.shape[0] < 2:
+                continue
+            same = torch.isclose(w, w[:1].expand_as(w), atol=1e-12, rtol=0).all(1)
+            if bool(same.all()):
+                self.symmetric.append(name)
+
     # -- verdicts ------------------------------------------------------------------------
     def checks(self) -> list[C.Check]:
-        out = []
+        return [self._non_finite(), self._exploding(), self._vanishing(), self._dead(), self._saturation(),
+                self._update_ratio(), self._loss_curve(), self._symmetry()]
+
+    def _non_finite(self) -> C.Check:
         if self.non_finite is not None:
             e = self.non_finite
-            out.append(C.make(
+            return C.make(
                 "health.non-finite", "fail", f"training produced a non-finite {e.what} at step {e.step}",
                 {"step": e.step, "first_bad_parameter": e.layer, "what": e.what},
                 "Lower the learning rate, check the data for NaN/inf (recipe inspect), and look for log(0) or "
-                "division by zero in custom layers.",
-            ))
-        else:
-            out.append(C.make("health.non-finite", "pass", "loss stayed finite",
-                              {"epochs": len(self.epoch_losses)}))
-        out.append(self._loss_curve())
-        return out
+                "division by zero in custom layers.")
+        return C.make("health.non-finite", "pass", "loss stayed finite", {"epochs": len(self.epoch_losses)})
+
+    def _exploding(self) -> C.Check:
+        th = self.th["health.exploding"]
+        peak = max((g for _, g in self.grad_norms), default=0.0)
+        ev = {"max_grad_norm": round(peak, 4), "first_loss": self.first_loss, "max_loss": self.max_loss
+              if math.isfinite(self.max_loss) else None, "max_loss_step": self.max_loss_step, **th}
+        if self.non_finite is not None and self.grad_norms:
+            ev["grad_norm_trace"] = [round(g, 3) for _, g in self.grad_norms[-5:]]
+        loss_blew = self.first_loss is not None and self.first_loss > 0 and \
+            self.max_loss > th["loss_factor"] * self.first_loss and self.max_loss_step > 0
+        if peak > th["grad_norm"] or loss_blew or (self.non_finite is not None and self.grad_norms and peak > 10):
+            what = f"gradient norm reached {peak:.3g}" if peak > th["grad_norm"] else \
+                f"loss rose to {self.max_loss:.3g} (first {self.first_loss:.3g}) at step {self.max_loss_step}"
+            return C.make("health.exploding", "fail", f"training blew up: {what}", ev,
+                          "Lower the learning rate (overfit.lr-range suggests one) or clip gradients.")
+        return C.make("health.exploding", "pass", f"gradients bounded (max norm {peak:.3g})", ev)
+
+    def _vanishing(self) -> C.Check:
+        th = self.th["health.vanishing"]
+        if not self.layer_ratio:
+            return C.make("health.vanishing", "skip", "fewer than two weight layers, or no sampled gradients")
+        ratio = sorted(self.layer_ratio)[len(self.layer_ratio) // 2]
+        first, last = self.weights[0][0], self.weights[-1][0]
+        ev = {"median_first_over_last": ratio, "first_layer": first, "last_layer": last, "ratio": th["ratio"],
+              "samples": len(self.layer_ratio)}
+        if ratio < th["ratio"]:
+            return C.make("health.vanishing", "fail", f"the first layer ({first}) gets {ratio:.2g}x the gradient of "
+                          f"the last ({last}): it barely learns", ev,
+                          "Use ReLU-family activations with Kaiming init, fewer layers, residual connections or "
+                          "normalization instead of a deep sigmoid/tanh stack.")
+        return C.make("health.vanishing", "pass", f"first/last layer gradient ratio {ratio:.2g}", ev)
+
+    def _dead(self) -> C.Check:
+        th = self.th["health.dead-units"]
+        if not self.active:
+            return C.make("health.dead-units", "skip", "no ReLU-family activations sampled")
+        dead = {n: 1 - float(a.float().mean()) for n, a in self.active.items()}
+        worst = max(dead, key=dead.get)
+        ev = {"never_active": {n: round(v, 3) for n, v in dead.items()}, "fraction": th["fraction"]}
+        if dead[worst] >= th["fraction"]:
+            return C.make("health.dead-units", "fail", f"{dead[worst]:.0%} of the units after {worst} never fired", ev,
+                          "Dead ReLUs: check for large negative biases or a too-high learning rate; try Kaiming init "
+                          "or LeakyReLU.")
+        return C.make("health.dead-units", "pass", f"at most {dead[worst]:.0%} of units never fired ({worst})", ev)
+
+    def _saturation(self) -> C.Check:
+        th = self.th["health.saturation"]
+        if not self.saturated:
+            return C.make("health.saturation", "skip", "no sigmoid/tanh activations sampled")
+        frac = {n: sum(v) / len(v) for n, v in self.saturated.items()}
+        worst = max(frac, key=frac.get)
+        ev = {"saturated": {n: round(v, 3) for n, v in frac.items()}, "fraction": th["fraction"]}
+        if frac[worst] > th["fraction"]:
+            return C.make("health.saturation", "fail", f"{frac[worst]:.0%} of the outputs of {worst} are saturated", ev,
+                          "Saturated sigmoid/tanh units pass no gradient: normalize inputs, use Xavier init, or "
+                          "switch to ReLU-family activations.")
+        return C.make("health.saturation", "pass", f"at most {frac[worst]:.0%} of sigmoid/tanh outputs saturated", ev)
+
+    def _update_ratio(self) -> C.Check:
+        th = self.th["health.update-ratio"]
+        if not self.update_ratios:
+            return C.make("health.update-ratio", "skip", "no sampled optimizer steps")
+        med = {n: sorted(v)[len(v) // 2] for n, v in self.update_ratios.items()}
+        hi_name, lo_name = max(med, key=med.get), min(med, key=med.get)
+        ev = {"median_ratio": {n: float(f"{v:.3g}") for n, v in list(med.items())[:8]}, "low": th["low"],
+              "high": th["high"], "healthy": 1e-3}
+        if med[hi_name] > th["high"]:
+            return C.make("health.update-ratio", "fail" if med[hi_name] > 1 else "warn",
+                          f"updates are {med[hi_name]:.2g} of the weights in {hi_name} (healthy ~1e-3)", ev,
+                          "The learning rate is too high: lower it (overfit.lr-range suggests one).")
+        if med[lo_name] < th["low"]:
+            return C.make("health.update-ratio", "warn", f"updates are only {med[lo_name]:.2g} of the weights in "
+                          f"{lo_name} (healthy ~1e-3)", ev,
+                          "The learning rate is too low, or that layer receives almost no gradient.")
+        return C.make("health.update-ratio", "pass", f"update/weight ratios between {med[lo_name]:.2g} and "
+                      f"{med[hi_name]:.2g}", ev)
 
     def _loss_curve(self) -> C.Check:
         losses = [v for v in self.epoch_losses if math.isfinite(v)]
@@ -91,8 +263,26 @@ class Health:
             return C.make("health.loss-curve", "skip", "too few epochs to judge the loss curve",
                           {"epochs": len(losses)})
         first, last, best = losses[0], losses[-1], min(losses)
-        ev = {"first": first, "last": last, "best": best, "epochs": len(losses)}
+        diffs = [b - a for a, b in zip(losses, losses[1:])]
+        flips = sum(1 for a, b in zip(diffs, diffs[1:]) if a * b < 0) / max(len(diffs) - 1, 1)
+        swing = max(abs(d) for d in diffs) / max(abs(best), 1e-12)
+        ev = {"first": first, "last": last, "best": best, "epochs": len(losses), "direction_changes": round(flips, 3)}
         if last > first * 1.05:
             return C.make("health.loss-curve", "warn", "training loss went up over the run", ev,
                           "The learning rate is probably too high: lower it (overfit.lr-range suggests one).")
+        if flips > 0.6 and swing > 0.5 and last > best * 1.2:
+            return C.make("health.loss-curve", "warn", "training loss oscillates from epoch to epoch", ev,
+                          "Lower the learning rate or raise the batch size.")
+        if abs(first - last) < 0.01 * abs(first) and first > 1e-3:
+            return C.make("health.loss-curve", "warn", f"training loss plateaued at {last:.4g}", ev,
+                          "Raise the learning rate, check for dead units or a detached graph.")
         return C.make("health.loss-curve", "pass", "training loss went down", ev)
+
+    def _symmetry(self) -> C.Check:
+        if self.symmetric:
+            return C.make("health.symmetry", "fail", f"identical units at init in {', '.join(self.symmetric[:4])}",
+                          {"layers": self.symmetric},
+                          "Units that start identical stay identical: use random init (model.init: kaiming or xavier), "
+                          "not zeros or a constant.")
+        return C.make("health.symmetry", "pass", "no weight matrix starts with identical units",
+                      {"layers_checked": len(self.weights)})

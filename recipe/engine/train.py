@@ -258,6 +258,7 @@ def fit(
                 xb, yb = train.x[idx], train.y[idx]
                 if augment is not None:
                     xb, yb = augment(xb, yb, gen)
+                health.before_forward(step)
                 if ac is None:
                     out = model(xb)
                 else:
@@ -273,11 +274,14 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 if scaler is None:
                     loss.backward()
+                    health.before_step(step)
                     opt.step()
                 else:
                     scaler.scale(loss).backward()
+                    health.before_step(step)
                     scaler.step(opt)
                     scaler.update()
+                health.after_step(step)
                 epoch_loss += loss.detach()
                 health.on_batch_end(step, loss)
                 step += 1
@@ -348,6 +352,7 @@ def fit_from_config(model, train: Tensors, val: Optional[Tensors], cfg, ds, *, s
         batch_size=t.batch_size, epochs=t.epochs, seed=cfg.seed if seed is None else seed, precision=t.precision,
         early_stopping=t.early_stopping.model_dump() if t.early_stopping else None, max_seconds=t.max_seconds,
         restore_best=t.early_stopping is not None,   # without early stopping, the last epoch is the model
+        health_thresholds=cfg.checks,
     )
     if cfg.data.augment:
         from recipe.engine.augment import build

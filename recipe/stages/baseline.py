@@ -271,12 +271,14 @@ def check_gradcheck(model, tr) -> C.Check:
     return C.make("baseline.gradcheck", "pass", f"float64 gradcheck agrees on {len(results)} custom module(s)", ev)
 
 
-def check_loss_decreases(result, th) -> C.Check:
-    first = result.first_loss
-    last = result.history[-1]["train_loss"] if result.history else float("nan")
+def check_loss_decreases(init_loss: float, result, th) -> C.Check:
+    """Whole-train loss before training vs after the skeleton run, both in eval mode (no batch noise)."""
+    first = init_loss
+    last = result.final_train.get("loss", float("nan")) if result.final_train else float("nan")
     drop = (first - last) / abs(first) if first and math.isfinite(first) and math.isfinite(last) else float("nan")
-    ev = {"first_step_loss": round(first, 5), "last_epoch_loss": round(last, 5), "relative_drop": round(drop, 4)
-          if math.isfinite(drop) else None, "min_drop": th["min_drop"], "epochs": len(result.history)}
+    ev = {"train_loss_at_init": round(first, 5), "train_loss_after": round(last, 5) if math.isfinite(last) else None,
+          "relative_drop": round(drop, 4) if math.isfinite(drop) else None, "min_drop": th["min_drop"],
+          "epochs": len(result.history), "stopped": result.stopped}
     if not math.isfinite(drop) or drop < th["min_drop"]:
         return C.make("baseline.loss-decreases", "fail", f"training loss did not go down ({first:.4g} -> {last:.4g})",
                       ev, "Check that optimizer.step() runs on the model's parameters and try a larger learning rate "
@@ -351,7 +353,7 @@ def run(cfg, ctx) -> StageResult:
         real_score = float(real.best.get("score", float("nan")))
         checks.append(check_input_independent(real_score, float(zero_run.best.get("score", float("nan"))), ds,
                                               th("baseline.input-independent")))
-        checks.append(check_loss_decreases(real, th("baseline.loss-decreases")))
+        checks.append(check_loss_decreases(init_loss, real, th("baseline.loss-decreases")))
         checks += real.health
         bar.update(6)
     _batch_dump(ctx, ds, tr)

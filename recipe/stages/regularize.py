@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ class Variant:
     history: list[list[dict]] = field(default_factory=list)
     models: list[Any] = field(default_factory=list)
     note: str = ""
+    delta: float = 0.0
+    kept: bool = False
 
     @property
     def val_mean(self) -> float:
@@ -45,37 +47,126 @@ class Variant:
 
     def row(self) -> dict[str, Any]:
         return {"variant": self.name, "overrides": self.overrides, "train": round(self.train_mean, 4),
+                "train_std": round(float(np.std(self.train)) if len(self.train) > 1 else 0.0, 4),
                 "val": round(self.val_mean, 4), "val_std": round(self.val_std, 4), "seeds": len(self.val),
-                "note": self.note}
+                "delta": round(self.delta, 4), "kept": self.kept, "note": self.note}
+
+
+@dataclass
+class Spec:
+    """A variant to train with every seed: overrides, plus an optional train subset or masked features."""
+
+    name: str
+    overrides: dict[str, Any]
+    subset: Optional[np.ndarray] = None      # row positions in train (learning curve)
+    mask: Optional[np.ndarray] = None        # feature columns set to the train mean (fewer features)
+    keep: bool = False                       # return the trained models
+
+
+def _masked(t: E.Tensors, cols: Optional[np.ndarray]) -> E.Tensors:
+    if cols is None or len(cols) == 0:
+        return t
+    x = t.x.clone()
+    x[:, torch.as_tensor(cols, device=x.device, dtype=torch.long)] = 0.0   # 0 = the train mean after normalization
+    return E.Tensors(x, t.y)
+
+
+def _fit_one(cfg, ds, tr, va, device, task: dict) -> dict[str, Any]:
+    """One (variant, seed) run through the one engine; the unit of work of a worker process."""
+    vcfg = cfg.with_overrides(task["overrides"])
+    train = tr if task["subset"] is None else tr.subset(torch.as_tensor(task["subset"], device=tr.x.device))
+    train, val = _masked(train, task["mask"]), _masked(va, task["mask"])
+    model = create(vcfg, ds, task["seed"]).to(device)
+    r = E.fit_from_config(model, train, val, vcfg, ds, seed=task["seed"])
+    out = {"train": r.final_train.get("score", math.nan), "val": r.best.get("score", math.nan),
+           "history": r.history}
+    if task["keep"]:
+        out["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return out
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(raw: dict, base_dir: str, device: str, threads: int) -> None:
+    from recipe.config import validate
+    from recipe.data import load
+
+    torch.set_num_threads(threads)
+    cfg = validate(raw)
+    cfg._base_dir = __import__("pathlib").Path(base_dir)
+    ds = load(cfg)
+    dev = E.pick_device(device)
+    _WORKER.update(cfg=cfg, ds=ds, device=dev, tr=E.to_tensors(ds, ds.train, dev), va=E.to_tensors(ds, ds.val, dev))
+
+
+def _worker_task(task: dict) -> dict[str, Any]:
+    w = _WORKER
+    return _fit_one(w["cfg"], w["ds"], w["tr"], w["va"], w["device"], task)
 
 
 class Trainer:
-    """Runs variants of the base config with every seed on the same data and budget."""
+    """Runs variants of the base config with every seed on the same data and budget; `jobs` worker
+    processes train independent (variant, seed) runs in parallel, each with its share of the threads."""
 
-    def __init__(self, cfg, ctx, base: dict[str, Any], progress):
+    def __init__(self, cfg, ctx, base: dict[str, Any], progress, jobs: int = 1):
         self.cfg, self.ctx, self.base, self.progress = cfg, ctx, base, progress
         self.ds = ctx.data()
         self.tr, self.va = ctx.tensors("train"), ctx.tensors("val")
         self.seeds = [cfg.seed + i for i in range(cfg.regularize.seeds)]
         self.runs = 0
+        self.jobs = jobs
+        self.pool = None
+
+    def __enter__(self):
+        if self.jobs > 1:
+            import multiprocessing as mp
+            import os
+            from concurrent.futures import ProcessPoolExecutor
+
+            threads = max(1, (os.cpu_count() or 1) // self.jobs)
+            self.pool = ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                            initargs=(self.cfg.model_dump(mode="json"), str(self.cfg.base_dir),
+                                                      self.ctx.options.device, threads))
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        return False
 
     def config(self, overrides: dict[str, Any]):
         return self.cfg.with_overrides({**self.base, **overrides})
 
-    def run(self, name: str, overrides: dict[str, Any], train=None, val=None, keep_models: bool = False) -> Variant:
-        v = Variant(name, overrides)
-        vcfg = self.config(overrides)
-        for seed in self.seeds:
-            model = create(vcfg, self.ds, seed).to(self.ctx.device)
-            r = E.fit_from_config(model, train or self.tr, val or self.va, vcfg, self.ds, seed=seed)
-            v.train.append(r.final_train.get("score", math.nan))
-            v.val.append(r.best.get("score", math.nan))
-            v.history.append(r.history)
-            if keep_models:
-                v.models.append(model)
+    def run_all(self, specs: list[Spec]) -> list[Variant]:
+        tasks = [(i, {"overrides": {**self.base, **sp.overrides}, "seed": seed, "subset": sp.subset, "mask": sp.mask,
+                      "keep": sp.keep}) for i, sp in enumerate(specs) for seed in self.seeds]
+        if self.pool is None:
+            results = []
+            for _, t in tasks:
+                results.append(_fit_one(self.cfg, self.ds, self.tr, self.va, self.ctx.device, t))
+                self.progress.advance()
+        else:
+            futures = [self.pool.submit(_worker_task, t) for _, t in tasks]
+            results = []
+            for f in futures:
+                results.append(f.result())
+                self.progress.advance()
+        variants = [Variant(sp.name, sp.overrides) for sp in specs]
+        for (i, t), res in zip(tasks, results):
+            v = variants[i]
+            v.train.append(res["train"])
+            v.val.append(res["val"])
+            v.history.append(res["history"])
+            if "state_dict" in res:
+                model = create(self.config(v.overrides), self.ds, t["seed"])
+                model.load_state_dict(res["state_dict"])
+                v.models.append(model.to(self.ctx.device))
             self.runs += 1
-            self.progress.advance()
-        return v
+        return variants
+
+    def run(self, name: str, overrides: dict[str, Any], subset=None, mask=None, keep_models: bool = False) -> Variant:
+        return self.run_all([Spec(name, overrides, subset, mask, keep_models)])[0]
 
 
 def noise(a: Variant, b: Variant) -> float:
@@ -114,49 +205,50 @@ def _permutation_importance(model, va, ds, seed: int) -> np.ndarray:
     return imp
 
 
-def _masked(t: E.Tensors, cols: np.ndarray) -> E.Tensors:
-    x = t.x.clone()
-    x[:, torch.as_tensor(cols, device=x.device, dtype=torch.long)] = 0.0   # 0 = the train mean after normalization
-    return E.Tensors(x, t.y)
+def ladder_rungs(cfg, ds, base_cfg) -> dict[str, dict[str, Any]]:
+    """Overrides for each rung, relative to overfit-batch's unregularized train-fit config.
 
-
-def ladder_rungs(cfg, ds, base_cfg) -> dict[str, Callable[[], dict[str, Any]]]:
-    """Overrides for each rung, relative to overfit-batch's unregularized train-fit config."""
+    Strengths come from the experiment config when it sets them (model.dropout, train.weight_decay,
+    train.early_stopping, data.augment), else from recipe's defaults."""
     hidden = list(base_cfg.model.hidden)
     epochs = base_cfg.train.epochs
-    patience = max(3, epochs // 6)
+    stopping = cfg.train.early_stopping.model_dump() if cfg.train.early_stopping else \
+        {"patience": max(3, epochs // 6), "metric": "val_loss"}
     aug = list(cfg.data.augment) or (["shift", "noise"] if len(ds.shape) == 3 else ["noise"])
+    larger = {"model.hidden": [h * 2 for h in hidden] or [64]}
+    if base_cfg.model.kind == "linear":
+        larger = {"model.kind": "mlp", "model.hidden": [64, 64]}
     return {
         "augment": {"data.augment": aug},
         "smaller_model": {"model.hidden": [max(4, h // 2) for h in hidden]},
         "smaller_batch": {"train.batch_size": max(8, base_cfg.train.batch_size // 2)},
-        "dropout": {"model.dropout": DROPOUT},
-        "weight_decay": {"train.weight_decay": WEIGHT_DECAY},
-        "early_stopping": {"train.early_stopping": {"patience": patience, "metric": "val_loss"}},
-        "larger_model": {"model.hidden": [h * 2 for h in hidden],
-                         "train.early_stopping": {"patience": patience, "metric": "val_loss"}},
+        "dropout": {"model.dropout": cfg.model.dropout or DROPOUT},
+        "weight_decay": {"train.weight_decay": cfg.train.weight_decay or WEIGHT_DECAY},
+        "early_stopping": {"train.early_stopping": stopping},
+        "larger_model": {**larger, "train.early_stopping": stopping},
+        "train_longer": {"train.epochs": epochs * 2},   # high bias only: not a regularizer
     }
 
 
-def learning_curve(trainer: Trainer, ref: Variant) -> dict[str, Any]:
-    n = len(trainer.tr)
-    g = torch.Generator().manual_seed(trainer.cfg.seed)
-    perm = torch.randperm(n, generator=g)
-    points = {}
-    for frac in (0.25, 0.5):
-        idx = perm[: max(8, int(frac * n))]
-        v = trainer.run(f"learning_curve_{int(frac * 100)}", {}, train=trainer.tr.subset(idx.to(trainer.tr.x.device)))
-        points[frac] = v
-    points[1.0] = ref
-    errs = {f: 1 - v.val_mean for f, v in points.items()}
+LEARNING_CURVE = (0.25, 0.5)
+
+
+def learning_curve(points: dict[float, Variant], ref: Variant) -> dict[str, Any]:
+    points = {**points, 1.0: ref}
+    fr = sorted(points)
+    errs = {f: 1 - points[f].val_mean for f in fr}
     # power law through the last two points: err(2n) ~ err(n) * (err(n) / err(n/2))
     slope = math.log(max(errs[1.0], 1e-6) / max(errs[0.5], 1e-6)) / math.log(2)
     predicted = errs[1.0] * 2 ** slope
     gain = errs[1.0] - predicted
-    return {"fractions": [0.25, 0.5, 1.0], "val_error": [errs[f] for f in (0.25, 0.5, 1.0)],
-            "val_std": [points[f].val_std for f in (0.25, 0.5, 1.0)], "slope": slope,
-            "predicted_error_2x": predicted, "predicted_gain_2x": gain,
+    return {"fractions": fr, "val_error": [errs[f] for f in fr], "val_std": [points[f].val_std for f in fr],
+            "slope": slope, "predicted_error_2x": predicted, "predicted_gain_2x": gain,
             "more_data_helps": bool(gain > max(ref.val_std, 0.002))}
+
+
+def beats(a: Variant, b: Variant) -> bool:
+    """a's mean val score beats b's beyond their seed noise."""
+    return a.val_mean - b.val_mean > max(noise(a, b), 1e-4)
 
 
 def run(cfg, ctx) -> StageResult:
@@ -167,47 +259,63 @@ def run(cfg, ctx) -> StageResult:
     rcfg = cfg.regularize
     th = ctx.thresholds
     ladder = list(rcfg.ladder)
-    rungs = ladder_rungs(cfg, ds, cfg.with_overrides(base))
-    runs_planned = (1 + len(ladder) + 3 + 2) * rcfg.seeds
+    base_cfg = cfg.with_overrides(base)
+    rungs = ladder_rungs(cfg, ds, base_cfg)
+    jobs = ctx.options.jobs or rcfg.jobs
     budget = rcfg.budget_seconds
     started = time.perf_counter()
-    variants: list[Variant] = []
     checks: list[C.Check] = []
     diagnostics: dict[str, Any] = {}
     skipped: list[str] = []
-    with ctx.progress("regularize", runs_planned) as bar:
-        trainer = Trainer(cfg, ctx, base, bar)
+    planned = (2 + len(ladder) + 3) * rcfg.seeds
+    with ctx.progress(f"regularize ({jobs} job{'s' if jobs > 1 else ''})", planned) as bar, \
+            Trainer(cfg, ctx, base, bar, jobs) as trainer:
         ref = trainer.run("reference", {}, keep_models=True)
-        variants.append(ref)
+        variants: list[Variant] = [ref]
         bv, verdict = bias_variance(ref, rcfg.target_error, th("regularize.bias-variance"))
         checks.append(bv)
         if verdict == "high bias":
-            ladder = [r for r in ladder if r in ("larger_model", "learning_curve")]
+            # regularizers cannot help a model that does not fit train: a bigger model or longer training
+            ladder = [r for r in ladder if r in ("learning_curve", "larger_model")] + ["train_longer"]
             skipped.append("regularizers skipped: the reference model underfits (high bias)")
+        specs: list[Spec] = []
+        n = len(trainer.tr)
+        perm = np.random.default_rng(cfg.seed).permutation(n)
         for rung in ladder:
-            if budget is not None and time.perf_counter() - started > budget:
-                skipped.append(f"{rung}: regularize.budget_seconds ({budget:g}s) spent")
-                continue
             if rung == "learning_curve":
-                diagnostics["learning_curve"] = learning_curve(trainer, ref)
-                continue
-            if rung == "fewer_features":
+                specs += [Spec(f"learning_curve_{int(f * 100)}", {}, subset=perm[: max(8, int(f * n))])
+                          for f in LEARNING_CURVE]
+            elif rung == "fewer_features":
                 imp = _permutation_importance(ref.models[0], trainer.va, ds, cfg.seed)
                 drop = np.argsort(imp)[: max(1, len(imp) // 4)]
                 drop = drop[imp[drop] <= 0]
                 if len(drop) == 0:
                     skipped.append("fewer_features: every feature matters on val")
                     continue
-                v = trainer.run("fewer_features", {}, train=_masked(trainer.tr, drop), val=_masked(trainer.va, drop))
-                v.note = "advice only: drop " + ", ".join(ds.feature_names[j] for j in drop[:8]) + \
-                         (" …" if len(drop) > 8 else "") + " via data.features"
                 diagnostics["fewer_features"] = {"dropped": [ds.feature_names[j] for j in drop],
-                                                 "importance": {ds.feature_names[j]: float(imp[j]) for j in np.argsort(-imp)[:10]}}
-                variants.append(v)
-                continue
-            variants.append(trainer.run(rung, rungs[rung]))
+                                                 "importance": {ds.feature_names[j]: float(imp[j])
+                                                                for j in np.argsort(-imp)[:10]}}
+                specs.append(Spec("fewer_features", {}, mask=drop))
+            else:
+                specs.append(Spec(rung, rungs[rung]))
+        # independent rungs run as one batch (in parallel with --jobs), within the time budget
+        done: list[Variant] = []
+        for i in range(0, len(specs), max(1, jobs)):
+            if budget is not None and time.perf_counter() - started > budget:
+                skipped += [f"{sp.name}: regularize.budget_seconds ({budget:g}s) spent" for sp in specs[i:]]
+                break
+            done += trainer.run_all(specs[i:i + max(1, jobs)])
+        curve = {float(v.name.rsplit("_", 1)[1]) / 100: v for v in done if v.name.startswith("learning_curve_")}
+        if curve:
+            diagnostics["learning_curve"] = learning_curve(curve, ref)
+        for v in done:
+            if v.name == "fewer_features":
+                dropped = diagnostics["fewer_features"]["dropped"]
+                v.note = "advice only: drop " + ", ".join(dropped[:6]) + (" …" if len(dropped) > 6 else "") + \
+                         " via data.features"
+        variants += [v for v in done if not v.name.startswith("learning_curve_")]
         # keep what beats noise; build the combination greedily from the best single rung
-        kept = [v for v in variants[1:] if v.name in rungs and v.val_mean - ref.val_mean > max(noise(v, ref), 1e-4)]
+        kept = [v for v in variants[1:] if v.name in rungs and beats(v, ref)]
         kept.sort(key=lambda v: -v.val_mean)
         best = kept[0] if kept else ref
         combo_steps = []
@@ -218,49 +326,43 @@ def run(cfg, ctx) -> StageResult:
             trial = trainer.run("+".join([best.name, v.name]), merged)
             combo_steps.append(trial.row())
             variants.append(trial)
-            if trial.val_mean - best.val_mean > max(noise(trial, best), 1e-4):
+            if beats(trial, best):
                 best = trial
-        chosen = trainer.run(f"chosen ({best.name})", best.overrides, keep_models=True) if best is not ref else ref
+        chosen = ref if best is ref else trainer.run(f"chosen ({best.name})", best.overrides, keep_models=True)
         if chosen is not ref:
             variants.append(chosen)
+        runs_done = trainer.runs
+        mode_check = check_mode(cfg, chosen, trainer, ds, th("regularize.mode"))
     best_dumb = baselines["best_dumb_val"]
     dumb_error = 1 - best_dumb
+    for v in variants:
+        v.delta = v.val_mean - ref.val_mean
+        v.kept = v in kept or v is chosen
     table = [v.row() for v in variants]
-    # regularize.ladder
     ev = {"reference_val": round(ref.val_mean, 4), "reference_std": round(ref.val_std, 4), "seeds": rcfg.seeds,
           "kept": [v.name for v in kept], "chosen": best.name, "chosen_val": round(chosen.val_mean, 4),
-          "verified_val_std": round(chosen.val_std, 4), "runs": trainer.runs,
+          "verified_val_std": round(chosen.val_std, 4), "runs": runs_done, "jobs": jobs,
           "deltas": {v.name: f"{v.val_mean - ref.val_mean:+.4f} ± {noise(v, ref):.4f}" for v in variants[1:]}}
     if skipped:
         ev["skipped"] = skipped
+    if "learning_curve" in diagnostics:
+        ev["more_data_helps"] = diagnostics["learning_curve"]["more_data_helps"]
     if best is ref:
-        checks.append(C.make("regularize.ladder", "pass", f"no regularizer beat the reference beyond seed noise; "
+        checks.append(C.make("regularize.ladder", "pass", f"no rung beat the reference beyond seed noise; "
                              f"keeping the reference (val {ref.val_mean:.4f})", ev))
     else:
         checks.append(C.make("regularize.ladder", "pass", f"kept {', '.join(v.name for v in kept)}; chosen {best.name}: "
                              f"val {chosen.val_mean:.4f} vs reference {ref.val_mean:.4f}", ev))
-    # regularize.too-strong
-    strong = [v.name for v in variants[1:] if v.name in rungs and 1 - v.train_mean > dumb_error]
-    worse = [v.name for v in variants[1:] if v.name in rungs and ref.val_mean - v.val_mean > max(noise(v, ref), 1e-4)]
-    ev = {"best_dumb_error": round(dumb_error, 4), "underfitting_rungs": strong, "val_worse_rungs": worse}
-    if 1 - chosen.train_mean > dumb_error:
-        checks.append(C.make("regularize.too-strong", "fail", f"the chosen model's train error "
-                             f"{1 - chosen.train_mean:.3f} is worse than the best dumb baseline's", ev,
-                             "Weaken the regularization: the model no longer fits the train set."))
-    elif strong or worse:
-        checks.append(C.make("regularize.too-strong", "warn", "too strong, not kept: " + ", ".join(sorted(set(strong + worse))),
-                             ev, "Those rungs cost more train fit than they gave back on val; try milder settings."))
-    else:
-        checks.append(C.make("regularize.too-strong", "pass", "no rung pushed the model into underfitting", ev))
-    checks.append(check_mode(cfg, chosen, trainer, ds, th("regularize.mode")))
+    checks.append(check_too_strong(variants, ref, chosen, rungs, dumb_error))
+    checks.append(mode_check)
     checks.append(check_still_improving(chosen, th("regularize.still-improving")))
-    beats = chosen.val_mean > best_dumb
+    beats_dumb = chosen.val_mean > best_dumb
     ev = {"chosen_val": round(chosen.val_mean, 4), "best_dumb_val": round(best_dumb, 4), "best_dumb": baselines["best_dumb"]}
-    checks.append(C.make("regularize.beats-baselines", "pass" if beats else "fail",
-                         f"chosen model val {chosen.val_mean:.4f} {'beats' if beats else 'does not beat'} the best dumb "
-                         f"baseline ({best_dumb:.4f})", ev,
-                         "" if beats else "A network that loses to a dumb baseline is not worth tuning: revisit the "
-                                          "model (overfit-batch) or use the baseline."))
+    checks.append(C.make("regularize.beats-baselines", "pass" if beats_dumb else "fail",
+                         f"chosen model val {chosen.val_mean:.4f} {'beats' if beats_dumb else 'does not beat'} the best "
+                         f"dumb baseline ({best_dumb:.4f})", ev,
+                         "" if beats_dumb else "A network that loses to a dumb baseline is not worth tuning: revisit "
+                                               "the model (overfit-batch) or use the baseline."))
     chosen_overrides = {**base, **best.overrides}
     model = chosen.models[0]
     ccfg = cfg.with_overrides(chosen_overrides)
@@ -270,16 +372,37 @@ def run(cfg, ctx) -> StageResult:
                        + yaml.safe_dump(chosen_overrides, sort_keys=True))
     ctx.artifacts.json("chosen.json", {"overrides": chosen_overrides, "variant": best.name, "val": chosen.val,
                                        "val_mean": chosen.val_mean, "val_std": chosen.val_std,
-                                       "reference_val_std": ref.val_std, "train_mean": chosen.train_mean,
-                                       "seeds": trainer.seeds, "verdict": verdict})
-    ctx.artifacts.json("ablation.json", {"table": table, "combination": combo_steps, "diagnostics": diagnostics})
-    ctx.artifacts.text("ablation.csv", "variant,train,val,val_std,seeds,note\n" + "".join(
-        f"{r['variant']},{r['train']},{r['val']},{r['val_std']},{r['seeds']},\"{r['note']}\"\n" for r in table))
+                                       "train": chosen.train, "train_mean": chosen.train_mean,
+                                       "reference_val_std": ref.val_std, "seeds": trainer.seeds, "verdict": verdict,
+                                       "history": chosen.history[0]})
+    ctx.artifacts.json("ablation.json", {"table": table, "combination": combo_steps, "diagnostics": diagnostics,
+                                         "verdict": verdict})
+    ctx.artifacts.text("ablation.csv", "variant,seeds,train_mean,train_std,val_mean,val_std,delta,kept,note\n" + "".join(
+        f"{r['variant']},{r['seeds']},{r['train']},{r['train_std']},{r['val']},{r['val_std']},{r['delta']},"
+        f"{'yes' if r['kept'] else 'no'},\"{r['note']}\"\n" for r in table))
     _pictures(ctx, ds, variants, ref, diagnostics, model, ccfg)
     summary = (f"{verdict}; chosen {best.name}: val {chosen.val_mean:.4f} ± {chosen.val_std:.4f} "
-               f"(reference {ref.val_mean:.4f}, best dumb {best_dumb:.4f}); {trainer.runs} runs")
+               f"(reference {ref.val_mean:.4f}, best dumb {best_dumb:.4f}); {runs_done} runs")
     return StageResult(checks, metrics={"chosen_val": chosen.val_mean, "reference_val": ref.val_mean,
-                                        "verdict": verdict, "runs": trainer.runs}, summary=summary)
+                                        "verdict": verdict, "runs": runs_done}, summary=summary)
+
+
+def check_too_strong(variants, ref, chosen, rungs, dumb_error) -> C.Check:
+    underfit = {v.name: round(1 - v.train_mean, 4) for v in variants[1:] if v.name in rungs and 1 - v.train_mean > dumb_error}
+    worse = [v.name for v in variants[1:] if v.name in rungs and beats(ref, v)]
+    ev = {"best_dumb_error": round(dumb_error, 4), "train_error_of_underfitting_rungs": underfit,
+          "val_worse_rungs": worse, "chosen_train_error": round(1 - chosen.train_mean, 4)}
+    names = {"weight_decay": "weight decay", "dropout": "dropout", "augment": "augmentation",
+             "smaller_model": "the smaller model", "smaller_batch": "the smaller batch", "early_stopping": "early stopping"}
+    if underfit:
+        which = ", ".join(f"{names.get(k, k)} ({k}, train error {v:.3f})" for k, v in underfit.items())
+        return C.make("regularize.too-strong", "fail", f"too strong: {which} is worse on train than the best dumb "
+                      f"baseline ({dumb_error:.3f})", ev,
+                      "Weaken it (a smaller value in the config): the model no longer fits the train set.")
+    if worse:
+        return C.make("regularize.too-strong", "warn", "made val worse beyond noise, not kept: " + ", ".join(worse), ev,
+                      "Those rungs cost more train fit than they gave back on val; try milder settings.")
+    return C.make("regularize.too-strong", "pass", "no rung pushed the model into underfitting", ev)
 
 
 def check_mode(cfg, chosen: Variant, trainer: Trainer, ds, th) -> C.Check:

@@ -76,7 +76,7 @@ def test_regularize_table_and_choice(pipeline):
     chosen = json.loads((d / "chosen.json").read_text())
     assert len(chosen["val"]) == 2                       # two seeds: the delta comes with its noise
     rows = (d / "ablation.csv").read_text().splitlines()
-    assert rows[0].startswith("variant,train,val")
+    assert rows[0].startswith("variant,seeds,train_mean,train_std,val_mean,val_std,delta,kept")
     names = [r.split(",")[0] for r in rows[1:]]
     assert names[:4] == ["reference", "dropout", "weight_decay", "early_stopping"]
     rec = record(runs, "digits", "regularize")

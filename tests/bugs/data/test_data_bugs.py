@@ -125,3 +125,95 @@ def test_missing_target_column_names_file_and_column(tmp_path):
     r, rec = inspect(tmp_path, "{source: d.csv}")
     assert r.exit_code == 2
     assert "d.csv" in r.stderr and "label" in r.stderr and "lable" in r.stderr
+
+
+def _save_splits(tmp_path, parts):
+    for name, (x, y) in parts.items():
+        np.savez(tmp_path / f"{name}.npz", x=x, y=y)
+    return "{train: train.npz, val: val.npz, test: test.npz}"
+
+
+def test_class_missing_from_val_and_label_shift(tmp_path):
+    x, y = load_digits(return_X_y=True)
+    tr = np.arange(0, 1200)
+    va = np.flatnonzero((np.arange(len(y)) >= 1200) & (np.arange(len(y)) < 1500) & (y != 3))   # no 3s in val
+    te = np.flatnonzero((np.arange(len(y)) >= 1500) & (y < 5))                                 # only 0-4 in test
+    spec = _save_splits(tmp_path, {"train": (x[tr], y[tr]), "val": (x[va], y[va]), "test": (x[te], y[te])})
+    r, rec = inspect(tmp_path, spec)
+    imb = check(rec, "data.imbalance")
+    assert imb["status"] == "warn" and "3" in imb["evidence"]["absent"]["val"]
+    shift = check(rec, "data.split-shift")
+    assert shift["status"] == "warn" and shift["evidence"]["tv_train_test"] > 0.4
+
+
+def test_ten_samples_for_ten_classes(tmp_path):
+    x, y = load_digits(return_X_y=True)
+    tr = np.array([np.flatnonzero(y == c)[0] for c in range(10)])
+    rest = np.setdiff1d(np.arange(len(y)), tr)
+    spec = _save_splits(tmp_path, {"train": (x[tr], y[tr]), "val": (x[rest[:300]], y[rest[:300]]),
+                                   "test": (x[rest[300:600]], y[rest[300:600]])})
+    r, rec = inspect(tmp_path, spec)
+    c = check(rec, "data.size")
+    assert c["status"] == "fail" and c["evidence"]["fewest"] == 1
+
+
+def test_extreme_outliers_warn(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 5))
+    x[rng.choice(2000, 40, replace=False), 2] = 1e4          # a unit slip: 40 values ten thousand times too large
+    np.savez(tmp_path / "d.npz", x=x, y=(x[:, 0] > 0).astype(int))
+    r, rec = inspect(tmp_path, "{source: d.npz}")
+    c = check(rec, "data.outliers")
+    assert c["status"] == "warn" and c["evidence"]["columns"][0] == "x2"
+
+
+def test_inf_in_npz_is_non_finite(tmp_path):
+    x, y = load_digits(return_X_y=True)
+    x = x.copy()
+    x[5, 10] = np.inf
+    digits_npz(tmp_path / "d.npz", x, y)
+    r, rec = inspect(tmp_path, "{source: d.npz}")
+    c = check(rec, "data.non-finite")
+    assert c["status"] == "fail"
+    found = [v for v in c["evidence"].values() if isinstance(v, dict) and v.get("inf")]
+    assert found and "x10" in found[0]["columns"] and 5 in found[0]["example_rows"]
+
+
+def _digits_folder(root, corrupt=0, mode="L", size=(8, 8), mixed=True):
+    from PIL import Image
+
+    x, y = load_digits(return_X_y=True)
+    for i in range(300):
+        d = root / str(y[i])
+        d.mkdir(parents=True, exist_ok=True)
+        img = Image.fromarray((x[i].reshape(8, 8) * 15).astype(np.uint8), mode="L").convert(mode)
+        img.resize(size if i % 7 or not mixed else (size[0] + 2, size[1])).save(d / f"{i}.png")
+    for j in range(corrupt):
+        (root / "0" / f"broken{j}.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+
+
+def test_image_folder_from_digits_is_clean_then_corrupt_and_mixed(tmp_path):
+    _digits_folder(tmp_path / "real", mixed=False)
+    r, rec = inspect(tmp_path, "{source: real, split: {val: 0.2, test: 0.2}}", name="real")
+    assert r.exit_code == 0, r
+    assert check(rec, "data.images")["status"] == "pass"
+    assert not [c["id"] for c in rec["checks"] if c["status"] == "fail"]
+    _digits_folder(tmp_path / "clean", size=(8, 8))
+    r, rec = inspect(tmp_path, "{source: clean, split: {val: 0.2, test: 0.2}}", name="clean")
+    imgs = check(rec, "data.images")
+    # every 7th image has another size: listed, dropped, warned
+    assert imgs["status"] == "warn" and "mixed image sizes" in imgs["title"]
+    _digits_folder(tmp_path / "broken", corrupt=3)
+    r, rec = inspect(tmp_path, "{source: broken, split: {val: 0.2, test: 0.2}}", name="broken")
+    imgs = check(rec, "data.images")
+    assert imgs["status"] == "warn" and imgs["evidence"]["corrupt_count"] == 3
+
+
+def test_channels_last_shape_and_raw_pixels_warn(tmp_path):
+    x, y = load_digits(return_X_y=True)
+    rgb = np.repeat(x.reshape(-1, 8, 8, 1), 3, axis=3) * 16          # HWC, 0..255
+    np.savez(tmp_path / "d.npz", x=rgb.reshape(len(x), -1), y=y)
+    r, rec = inspect(tmp_path, "{source: d.npz, shape: [8, 8, 3], normalize: none}")
+    c = check(rec, "data.images")
+    assert c["status"] == "warn"
+    assert "channels-last" in c["title"] and "not normalized" in c["title"]

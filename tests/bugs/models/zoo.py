@@ -138,3 +138,89 @@ class ShiftedOutput(nn.Module):
 
     def forward(self, x):
         return self.net(x) + self.shift
+
+
+class DeepSigmoid(nn.Module):
+    """Twelve sigmoid layers: the gradient reaching the first layer vanishes."""
+
+    def __init__(self, input_shape, num_outputs, depth=12, width=64):
+        super().__init__()
+        layers, d = [nn.Flatten()], _d(input_shape)
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), nn.Sigmoid()]
+            d = width
+        layers.append(nn.Linear(d, num_outputs))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class NegativeBiasReLU(nn.Module):
+    """Hidden biases of -20: every ReLU unit is dead from the first step."""
+
+    def __init__(self, input_shape, num_outputs):
+        super().__init__()
+        self.net = _mlp(_d(input_shape), num_outputs)
+        with torch.no_grad():
+            self.net[1].bias.fill_(-20.0)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class ZeroInit(nn.Module):
+    """All weights zero: hidden units start identical and stay identical."""
+
+    def __init__(self, input_shape, num_outputs):
+        super().__init__()
+        self.net = _mlp(_d(input_shape), num_outputs)
+        for p in self.net.parameters():
+            nn.init.zeros_(p)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class WrongShape(nn.Module):
+    """Returns (B, C, 1) instead of (B, C)."""
+
+    def __init__(self, input_shape, num_outputs):
+        super().__init__()
+        self.net = _mlp(_d(input_shape), num_outputs)
+
+    def forward(self, x):
+        return self.net(x)[:, :, None]
+
+
+class OutputsForLabelsOneToC(nn.Module):
+    """Sized for labels 1..C as if they were indices: C + 1 outputs for C classes."""
+
+    def __init__(self, input_shape, num_outputs):
+        super().__init__()
+        self.net = _mlp(_d(input_shape), num_outputs + 1)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+# the zoo: factory -> (check ids that must fail (any of), words in the failing check's title)
+ZOO = {
+    "IgnoresInput": (("baseline.input-independent",), "zeroed inputs"),
+    "SoftmaxOutput": (("baseline.loss-input",), "probabilities"),
+    "MixesBatch": (("baseline.batch-independence",), "mixes the batch"),
+    "FrozenLayer": (("baseline.grad-flow",), "frozen"),
+    "UnusedLayer": (("baseline.grad-flow",), "unused"),
+    "WrongBackward": (("baseline.gradcheck",), "act"),
+    "Unseeded": (("baseline.seed",), "differ"),
+    "Overconfident": (("baseline.init-loss",), "too high"),
+    "ShiftedOutput": (("baseline.bias-init",), "priors"),
+    "DeepSigmoid": (("health.vanishing",), "barely learns"),
+    "NegativeBiasReLU": (("health.dead-units",), "never fired"),
+    "ZeroInit": (("health.symmetry",), "identical units"),
+}
+# bugs that must stop with exit 2 and a clear message
+ZOO_ERRORS = {
+    "WrongShape": "expected (",
+    "OutputsForLabelsOneToC": "labels are mapped to 0..9",
+}

@@ -1,0 +1,224 @@
+"""Apply the final model (the ensemble, or its distilled student) to new rows with the recorded preprocessing.
+
+Everything a prediction needs is in runs/<name>/ensemble/ensemble.json: feature names and their encoding
+(one-hot levels, imputed values), the train-only normalization, the label mapping and the member weights.
+The ensemble's record must be passing and fresh: a member checkpoint changed on disk is refused by name.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from recipe.errors import DataError, GateError, RecipeError
+
+
+def load_final(ws, config_now: dict) -> dict[str, Any]:
+    """ensemble.json of a passing, fresh ensemble record (GateError names what is wrong)."""
+    from recipe.workspace import PASSING, stage_state
+
+    state, reasons = stage_state(ws, "ensemble", config_now)
+    if state not in PASSING:
+        if state == "missing":
+            raise GateError("ensemble has not run: run 'recipe ensemble' first (predict applies its final model)")
+        if state == "failed":
+            rec = ws.read_record("ensemble") or {}
+            stale = _stale(ws, config_now)
+            if stale:
+                raise GateError(f"ensemble is stale: {'; '.join(stale)}: rerun 'recipe ensemble --force'")
+            if rec.get("artifacts", {}).get("ensemble.json"):
+                # a failed ensemble.gain still leaves a final model (the best single one); the record says why
+                return _read(ws)
+            raise GateError(f"ensemble failed ({'; '.join(reasons)}): fix that and rerun 'recipe ensemble'")
+        raise GateError(f"ensemble is {state}: {'; '.join(reasons)}: rerun 'recipe ensemble --force'")
+    return _read(ws)
+
+
+def _stale(ws, config_now: dict) -> list[str]:
+    from recipe.workspace import staleness
+
+    return staleness(ws, "ensemble", ws.read_record("ensemble") or {}, config_now)
+
+
+def _read(ws) -> dict[str, Any]:
+    path = ws.stage_dir("ensemble") / "ensemble.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RecipeError(f"{path}: cannot read ({e}); rerun 'recipe ensemble --force'") from None
+
+
+# ----------------------------------------------------------------------------- reading rows
+
+
+def raw_columns(art: dict[str, Any]) -> list[str]:
+    """The input columns the model was trained on, in order (one-hot features map back to their column)."""
+    categorical = (art.get("encoding") or {}).get("categorical", {})
+    cols: list[str] = []
+    for name in art["feature_names"]:
+        col = name
+        if "=" in name:
+            head = name.split("=", 1)[0]
+            if head in categorical:
+                col = head
+        if col not in cols:
+            cols.append(col)
+    return cols
+
+
+def read_rows(path: Path, art: dict[str, Any]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Rows of INPUT encoded exactly as the train split was: (N, D) float32, and the target if present."""
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return _npz(path, art)
+    if suffix in (".csv", ".tsv"):
+        from recipe.data.sources import _read_csv
+
+        table = _read_csv(path)
+    elif suffix in (".parquet", ".pq"):
+        from recipe.data.sources import _read_parquet
+
+        table = _read_parquet(path)
+    else:
+        raise DataError(f"{path}: unsupported file type '{suffix}' (use .csv, .parquet or .npz)")
+    return _encode(table, path, art)
+
+
+def _npz(path: Path, art: dict[str, Any]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "x" not in z.files:
+                raise DataError(f"{path}: NPZ must hold an array 'x' (found {', '.join(z.files) or 'none'})")
+            x = z["x"]
+            y = z["y"] if "y" in z.files else None
+    except DataError:
+        raise
+    except Exception as e:   # bad zip, pickled objects: refuse
+        raise DataError(f"{path}: unreadable NPZ ({e.__class__.__name__}: {e})") from None
+    x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    if x.shape[1] != len(art["feature_names"]):
+        raise DataError(f"{path}: 'x' has {x.shape[1]} values per sample; the model was trained on "
+                        f"{len(art['feature_names'])} (shape {art['shape']})")
+    return x, y
+
+
+def _encode(table, path: Path, art: dict[str, Any]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    enc = art.get("encoding") or {}
+    categorical, imputed = enc.get("categorical", {}), enc.get("imputed", {})
+    cols = raw_columns(art)
+    missing = [c for c in cols if c not in table.column_names]
+    if missing:
+        shown = ", ".join(repr(c) for c in missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise DataError(f"{path}: missing column(s) {shown}; the model needs every training column "
+                        f"({len(cols)} in all)")
+    blocks = []
+    for col in cols:
+        values = table.column(col).to_pylist()
+        if col in categorical:
+            levels = {lv: i for i, lv in enumerate(categorical[col])}
+            block = np.zeros((len(values), len(levels)), np.float32)
+            for r, v in enumerate(values):
+                v = imputed.get(col) if v is None else v
+                if v is None:
+                    raise DataError(f"{path}: column '{col}' is empty in row {r} and the model has no fill value")
+                if str(v) in levels:
+                    block[r, levels[str(v)]] = 1.0   # an unseen level encodes as all zeros, as in training
+            blocks.append(block)
+            continue
+        try:
+            v = np.array([np.nan if x is None else float(x) for x in values], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: column '{col}' holds text; the model was trained on numbers there") from None
+        if col in imputed:
+            v = np.where(np.isnan(v), float(imputed[col]), v)
+        bad = np.flatnonzero(~np.isfinite(v))
+        if bad.size:
+            raise DataError(f"{path}: column '{col}' has {bad.size} missing/non-finite value(s) (rows "
+                            f"{bad[:5].tolist()}) and the model was trained without imputing it")
+        blocks.append(v.astype(np.float32)[:, None])
+    x = np.concatenate(blocks, axis=1) if blocks else np.zeros((table.num_rows, 0), np.float32)
+    target = art.get("target_column")
+    y = np.array(table.column(target).to_pylist(), dtype=object) if target and target in table.column_names else None
+    return x, y
+
+
+# ----------------------------------------------------------------------------- applying the model
+
+
+def normalize(x: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
+    if norm.get("kind", "none") == "none":
+        return x.astype(np.float32)
+    shift = np.asarray(norm["shift"], dtype=np.float32)
+    scale = np.asarray(norm["scale"], dtype=np.float32)
+    return ((x - shift) / scale).astype(np.float32)
+
+
+def _model(cfg, art: dict[str, Any], overrides: dict, path: Path):
+    from recipe.engine.train import load_checkpoint
+    from recipe.models import build
+
+    mcfg = cfg.with_overrides(overrides)
+    outputs = len(art["classes"]) if art["task"] == "classification" else 1
+    model = build(mcfg.model, tuple(art["shape"]), outputs)
+    try:
+        model.load_state_dict(load_checkpoint(path)["state_dict"])
+    except (RuntimeError, KeyError) as e:
+        raise RecipeError(f"{path}: does not fit its recorded model ({str(e).splitlines()[0][:160]}); "
+                          "rerun 'recipe ensemble --force'") from None
+    return model.eval()
+
+
+def apply(cfg, art: dict[str, Any], stage_dir: Path, x_raw: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Probabilities (N, C) for classification, predictions in target units (N,) for regression."""
+    import torch
+
+    from recipe.engine.train import pick_device, predict
+
+    dev = pick_device(device)
+    x = torch.from_numpy(np.ascontiguousarray(normalize(x_raw, art["normalization"]))).to(dev)
+    task = art["task"]
+    if art.get("final") == "best_single":
+        b = art["best"]
+        out = predict(_model(cfg, art, b["overrides"], stage_dir / b["checkpoint"]).to(dev), x)
+        result = torch.softmax(out, 1) if task == "classification" else out.reshape(-1)
+    elif art.get("final") == "student":
+        st = art["student"]
+        out = predict(_model(cfg, art, st["overrides"], stage_dir / st["checkpoint"]).to(dev), x)
+        result = torch.softmax(out, 1) if task == "classification" else out.reshape(-1)
+    else:
+        result = 0
+        for m in art["members"]:
+            out = predict(_model(cfg, art, m["overrides"], stage_dir / m["checkpoint"]).to(dev), x)
+            result = result + m["weight"] * (torch.softmax(out, 1) if task == "classification" else out.reshape(-1))
+    result = result.cpu().numpy().astype(np.float64)
+    if task == "regression":
+        return result * art["target_stats"]["std"] + art["target_stats"]["mean"]
+    return result
+
+
+def to_csv(out: np.ndarray, art: dict[str, Any]) -> str:
+    """One row per input row: the prediction (original label / target units), then class probabilities."""
+    if art["task"] == "classification":
+        classes = art["classes"]
+        head = ["row", "prediction"] + [f"p_{c}" for c in classes]
+        lines = [",".join(_cell(h) for h in head)]
+        for i, p in enumerate(out):
+            lines.append(",".join([str(i), _cell(classes[int(p.argmax())])] + [f"{v:.6g}" for v in p]))
+    else:
+        lines = ["row,prediction"] + [f"{i},{v:.6g}" for i, v in enumerate(out)]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(v: Any) -> str:
+    s = str(v)
+    return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n') else s
+
+
+def labels(out: np.ndarray, art: dict[str, Any]) -> list:
+    if art["task"] == "classification":
+        return [art["classes"][int(i)] for i in out.argmax(1)]
+    return out.tolist()

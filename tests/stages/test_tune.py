@@ -1,0 +1,400 @@
+"""Stage 5: methods, pruning, worker processes, resume, kill -9, Ctrl-C, PostgreSQL, the tune.* checks, batched seeds.
+
+The tune stage is exercised on its own: the fixture writes regularize's chosen.json (the one artifact tune
+reads) and runs `recipe tune --force`, so these tests neither wait for nor depend on stages 1-4 (the
+pipeline test covers the real chain). Digits with a tiny MLP keeps a trial well under a second.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import check, invoke, record, write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = [sys.executable, "-m", "recipe"]
+
+TUNE = """\
+name: {name}
+seed: 0
+data: {{source: builtin:digits}}
+model: {{kind: mlp, hidden: [16]}}
+train: {{lr: 3.0e-3, batch_size: 64, epochs: {epochs}}}
+tune:
+  trials: 3
+  space: {space}
+ensemble: {{top_k: 2}}
+"""
+SMALL_SPACE = "{train.lr: {low: 1.0e-3, high: 3.0e-2, log: true}, train.batch_size: {choices: [32, 64]}}"
+
+
+def make(tmp: Path, space: str = SMALL_SPACE, epochs: int = 3, name: str = "tn", val_mean: float = 0.5,
+         val_std: float = 0.01) -> tuple[Path, Path]:
+    """A config plus the regularize artifact tune builds on; returns (config, runs)."""
+    cfg = write_config(tmp, TUNE, name=name, space=space, epochs=epochs)
+    runs = tmp / "runs"
+    chosen = runs / name / "regularize" / "chosen.json"
+    chosen.parent.mkdir(parents=True)
+    chosen.write_text(json.dumps({"overrides": {"model.dropout": 0.0}, "val_mean": val_mean, "val_std": val_std,
+                                  "reference_val_std": val_std}))
+    return cfg, runs
+
+
+def tune(cfg: Path, runs: Path, *args: str):
+    return invoke("tune", cfg, "--runs", runs, "--force", "-q", *args)
+
+
+def trials_csv(runs: Path, name: str = "tn") -> list[dict]:
+    with open(runs / name / "tune" / "trials.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def tune_json(runs: Path, name: str = "tn") -> dict:
+    return json.loads((runs / name / "tune" / "tune.json").read_text())
+
+
+def load_study(runs: Path, name: str = "tn"):
+    import optuna
+
+    from recipe.stages.tune import open_storage
+
+    storage = open_storage(str(runs / name / "tune" / "study" / "journal.log"))
+    names = optuna.get_all_study_names(storage)
+    assert len(names) == 1, names
+    return optuna.load_study(study_name=names[0], storage=storage)
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+@pytest.mark.parametrize("flag", ["--random-search", "--quasi-random", "--tpe"])
+def test_method_runs_exact_trials_and_writes_artifacts(tmp_path, flag):
+    cfg, runs = make(tmp_path)
+    r = tune(cfg, runs, flag, "--trials", "3")
+    assert r.exit_code in (0, 1), r
+    rows = trials_csv(runs)
+    assert [int(x["number"]) for x in rows] == [0, 1, 2]
+    assert {x["state"] for x in rows} == {"COMPLETE"}
+    assert all(int(x["epochs"]) == 3 and float(x["seconds"]) > 0 and x["worker"] == "0" for x in rows)
+    assert len({(x["train.lr"], x["train.batch_size"]) for x in rows}) == 3       # three different points
+    t = tune_json(runs)
+    assert t["method"] == flag[2:].replace("-search", "")
+    assert [e["rank"] for e in t["top"]] == [0, 1] and t["top"][0]["val"] >= t["top"][1]["val"]
+    assert t["top"][0]["checkpoint"] == "top/0.pt" and (runs / "tn" / "tune" / "top" / "0.pt").exists()
+    assert max(float(x["val"]) for x in rows) == pytest.approx(t["top"][0]["val"], rel=1e-5)
+    d = runs / "tn" / "tune"
+    for rel in ("best.yaml", "history.png", "params/train.lr.png", "params/train.batch_size.png", "importances.json"):
+        assert (d / rel).exists(), rel
+    imp = json.loads((d / "importances.json").read_text())
+    assert set(imp["importances"]) <= {"train.lr", "train.batch_size"} and (imp["importances"] or imp["error"])
+    rec = record(runs, "tn", "tune")
+    assert rec["status"] in ("forced", "failed")
+    assert {c["id"] for c in rec["checks"]} == {"tune.boundary", "tune.noise", "tune.improves"}
+    assert "infeasible_fraction" in check(rec, "tune.improves")["evidence"]
+
+
+def test_grid_stops_when_exhausted(tmp_path):
+    cfg, runs = make(tmp_path)
+    r = tune(cfg, runs, "--grid-search", "--trials", "50")
+    assert r.exit_code in (0, 1), r
+    rows = trials_csv(runs)
+    points = [(float(x["train.lr"]), int(x["train.batch_size"])) for x in rows]
+    assert len(rows) == 6                                    # 3 lr points x 2 batch sizes, not 50
+    expected = sorted((lr, bs) for lr in (1e-3, (1e-3 * 3e-2) ** 0.5, 3e-2) for bs in (32, 64))
+    assert [bs for _, bs in sorted(points)] == [bs for _, bs in expected]
+    assert [lr for lr, _ in sorted(points)] == pytest.approx([lr for lr, _ in expected], rel=1e-9)
+    assert abs(min(p[0] for p in points) - 1e-3) < 1e-12 and abs(max(p[0] for p in points) - 3e-2) < 1e-12
+
+
+def test_jobs_2_grid_shares_one_study_without_repeats(tmp_path):
+    cfg, runs = make(tmp_path)
+    r = tune(cfg, runs, "--grid-search", "--jobs", "2", "--trials", "50")
+    assert r.exit_code in (0, 1), r
+    rows = trials_csv(runs)
+    assert len(rows) == 6 and len({(x["train.lr"], x["train.batch_size"]) for x in rows}) == 6
+    assert sorted(int(x["number"]) for x in rows) == list(range(6))
+    assert {x["worker"] for x in rows} <= {"0", "1"} and {x["state"] for x in rows} == {"COMPLETE"}
+    pids = {t.system_attrs["recipe:pid"] for t in load_study(runs).get_trials()}
+    assert os.getpid() not in pids                           # trials ran in worker processes, not threads
+
+
+# ----------------------------------------------------------------------------- pruning and resume
+
+
+def test_asha_prunes_and_spends_fewer_epochs(tmp_path):
+    space = "{train.lr: {low: 1.0e-5, high: 3.0e-2, log: true}}"
+    cfg, runs = make(tmp_path, space=space, epochs=8)
+    r = tune(cfg, runs, "--pruner", "asha", "--trials", "8")
+    assert r.exit_code in (0, 1), r
+    rows = trials_csv(runs)
+    assert len(rows) == 8
+    pruned = [x for x in rows if x["state"] == "PRUNED"]
+    assert pruned, rows
+    assert all(int(x["epochs"]) < 8 for x in pruned)
+    assert sum(int(x["epochs"]) for x in rows) < 8 * 8
+    assert tune_json(runs)["states"]["pruned"] == len(pruned)
+
+
+def test_rerun_continues_to_total(tmp_path):
+    cfg, runs = make(tmp_path)
+    assert tune(cfg, runs, "--trials", "2").exit_code in (0, 1)
+    first = trials_csv(runs)
+    assert tune(cfg, runs, "--trials", "4").exit_code in (0, 1)
+    second = trials_csv(runs)
+    assert [int(x["number"]) for x in second] == [0, 1, 2, 3]
+    assert second[:2] == first                                  # the finished trials were kept, not rerun
+    assert (second[2]["train.lr"], second[3]["train.lr"]) != (first[0]["train.lr"], first[1]["train.lr"])
+    assert tune(cfg, runs, "--trials", "4").exit_code in (0, 1)  # budget reached: nothing new
+    assert len(trials_csv(runs)) == 4
+
+
+# ----------------------------------------------------------------------------- crashes
+
+
+def _spawn(cfg: Path, runs: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(RECIPE + ["tune", str(cfg), "--runs", str(runs), "--force", "-q", *args], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _wait_for(runs: Path, predicate, proc: subprocess.Popen, timeout: float = 120):
+    from optuna.trial import TrialState  # noqa: F401
+
+    journal = runs / "tn" / "tune" / "study" / "journal.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if journal.exists():
+            trials = load_study(runs).get_trials(deepcopy=False)
+            hit = predicate(trials)
+            if hit:
+                return hit
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for the study")
+
+
+@pytest.mark.slow
+def test_kill_9_mid_trial_then_resume_retries_it(tmp_path):
+    from optuna.trial import TrialState
+
+    cfg, runs = make(tmp_path, epochs=60)       # long trials, so the kill lands mid-trial
+    proc = _spawn(cfg, runs, "--trials", "3")
+    running = _wait_for(runs, lambda ts: [t for t in ts if t.state == TrialState.RUNNING
+                                          and "recipe:pid" in t.system_attrs], proc)
+    victim = running[0]
+    assert victim.system_attrs["recipe:pid"] == proc.pid
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert load_study(runs).get_trials()[victim.number].state == TrialState.RUNNING   # orphaned, as after a crash
+    r = tune(cfg, runs, "--trials", "3")
+    assert r.exit_code in (0, 1), r
+    trials = load_study(runs).get_trials()
+    killed = trials[victim.number]
+    assert killed.state == TrialState.FAIL and "died mid-trial" in killed.system_attrs["recipe:retry"]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 3 and len(trials) == 4              # exactly --trials, plus the one retried
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    t = tune_json(runs)
+    assert t["states"]["complete"] == 3 and t["states"]["retried"] == 1 and t["states"]["fail"] == 0
+    assert record(runs, "tn", "tune")["status"] in ("forced", "failed")
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_keeps_finished_trials(tmp_path):
+    from optuna.trial import TrialState
+
+    cfg, runs = make(tmp_path, epochs=25)
+    proc = _spawn(cfg, runs, "--trials", "20")
+    _wait_for(runs, lambda ts: [t for t in ts if t.state == TrialState.COMPLETE]
+              and [t for t in ts if t.state == TrialState.RUNNING], proc)
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    rec = record(runs, "tn", "tune")
+    assert rec["status"] == "interrupted"
+    trials = load_study(runs).get_trials()
+    assert [t for t in trials if t.state == TrialState.COMPLETE]                     # kept
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    interrupted = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(interrupted) == 1 and "interrupted" in interrupted[0].system_attrs["recipe:retry"]
+
+
+# ----------------------------------------------------------------------------- planted cases for the checks
+
+
+def test_boundary_fails_when_best_lr_sits_on_upper_edge(tmp_path):
+    # three epochs of plain SGD on digits: the larger the lr in [1e-3, 1e-1], the better, so the optimum is outside;
+    # the grid puts trials on both ends of the range (and two batch sizes give the 6 trials the rule needs)
+    space = "{train.lr: {low: 1.0e-3, high: 1.0e-1, log: true}, train.batch_size: {choices: [32, 64]}}"
+    cfg, runs = make(tmp_path, space=space, epochs=3)
+    r = tune(cfg, runs, "--grid-search", "--trials", "6", "-o", "train.optimizer=sgd")
+    assert r.exit_code == 1, r
+    c = check(record(runs, "tn", "tune"), "tune.boundary")
+    assert c["status"] == "fail"
+    assert "train.lr" in c["title"] and "high end" in c["title"] and "raise high of tune.space.train.lr" in c["title"]
+    ev = c["evidence"]["params"]["train.lr"]
+    assert ev["side"] == "high" and ev["position"] >= 0.9 and ev["rho"] >= 0.5
+    assert "fails when val also rises toward that edge" in c["advice"]
+
+
+def test_noise_says_seed_only_differences_are_noise(tmp_path):
+    cfg, runs = make(tmp_path, space="{seed: {choices: [0, 1, 2, 3]}}", epochs=3)
+    r = tune(cfg, runs, "--grid-search")
+    assert r.exit_code in (0, 1), r
+    c = check(record(runs, "tn", "tune"), "tune.noise")
+    assert c["status"] == "warn" and "are noise" in c["title"], c
+    confs = c["evidence"]["configurations"]
+    assert len(confs) == 3 and len({x["mean"] for x in confs}) == 1   # same config, same extra seeds: same result
+    assert c["evidence"]["how"] == "batched" and len(c["evidence"]["extra_seeds"]) == 3
+    assert tune_json(runs)["best_trial"] == c["evidence"]["chosen_trial"]
+
+
+def _frozen(values: list[tuple[float, float]]):
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    dist = {"train.lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    trials = [optuna.trial.create_trial(params={"train.lr": lr}, distributions=dist, value=v) for lr, v in values]
+    for i, t in enumerate(trials):
+        t.number = i
+    return sorted(trials, key=lambda t: -t.value)
+
+
+def test_boundary_rule_warn_fail_pass():
+    from recipe import checks as C
+    from recipe.stages.tune import check_boundary
+
+    th = C.thresholds("tune.boundary")
+    space = {"train.lr": {"low": 1e-4, "high": 1e-1, "log": True}}
+    rising = _frozen([(1e-4, 0.1), (1e-3, 0.4), (3e-3, 0.5), (1e-2, 0.6), (9e-2, 0.7)])
+    assert check_boundary(rising, space, th).status == "fail"
+    lone_edge = _frozen([(1e-4, 0.62), (1e-3, 0.5), (3e-3, 0.6), (1e-2, 0.55), (9e-2, 0.63)])   # rho 0.3
+    assert check_boundary(lone_edge, space, th).status == "warn"
+    inside = _frozen([(1e-4, 0.1), (1e-3, 0.4), (3e-3, 0.7), (1e-2, 0.6), (9e-2, 0.2)])
+    c = check_boundary(inside, space, th)
+    assert c.status == "pass" and 0.1 < c.evidence["params"]["train.lr"]["position"] < 0.9
+    low = check_boundary(_frozen([(1.1e-4, 0.9), (1e-3, 0.5), (1e-2, 0.3), (5e-2, 0.2), (9e-2, 0.1)]), space, th)
+    assert low.status == "fail" and "lower low of tune.space.train.lr" in low.title
+
+
+# ----------------------------------------------------------------------------- batched seeds
+
+
+def _digits(hidden, **train):
+    from recipe.config import validate
+    from recipe.data import load
+
+    cfg = validate({"name": "b", "seed": 0, "data": {"source": "builtin:digits"},
+                    "model": {"kind": "mlp", "hidden": hidden}, "train": {"lr": 1e-3, "epochs": 2, **train}})
+    cfg._base_dir = Path(".")
+    return cfg, load(cfg)
+
+
+def test_batched_seeds_reproduce_sequential_runs():
+    import torch
+
+    from recipe.engine import train as E
+    from recipe.engine.batched import fit_seeds
+
+    cfg, ds = _digits([32])
+    dev = torch.device("cpu")
+    tr, va = E.to_tensors(ds, ds.train, dev), E.to_tensors(ds, ds.val, dev)
+    batched, models_b, how = fit_seeds(cfg, ds, tr, va, [0, 1, 2], dev)
+    sequential, models_s, how_s = fit_seeds(cfg, ds, tr, va, [0, 1, 2], dev, batched=False)
+    assert how == "batched" and how_s.startswith("sequential")
+    for b, s in zip(batched, sequential):
+        assert b.best["score"] == pytest.approx(s.best["score"], abs=2e-3)
+        assert b.history[-1]["train_loss"] == pytest.approx(s.history[-1]["train_loss"], rel=1e-4)
+        assert len(b.history) == len(s.history) == 2
+    assert batched[0].best["score"] != batched[1].best["score"] or batched[0].history != batched[1].history
+    w_b, w_s = models_b[1].state_dict(), models_s[1].state_dict()
+    assert all(torch.allclose(w_b[k], w_s[k], atol=1e-4) for k in w_s)
+
+
+def test_batched_falls_back_to_sequential_with_reason():
+    import torch
+
+    from recipe.engine import train as E
+    from recipe.engine.batched import fit_seeds
+
+    cfg, ds = _digits([16])
+    cfg = cfg.with_overrides({"data.augment": ["noise"]})
+    dev = torch.device("cpu")
+    tr, va = E.to_tensors(ds, ds.train, dev), E.to_tensors(ds, ds.val, dev)
+    results, _, how = fit_seeds(cfg, ds, tr, va, [0, 1], dev)
+    assert how == "sequential: data augmentation draws per-batch randomness"
+    assert len(results) == 2 and all(0 < r.best["score"] <= 1 for r in results)
+
+
+# ----------------------------------------------------------------------------- PostgreSQL, two processes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server from Debian's packages, on loopback, in a temp folder."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bins:
+        pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql; .ci/run does it)")
+    bin_dir = bins[-1].parent
+    pytest.importorskip("psycopg")
+    folder = Path(tempfile.mkdtemp(prefix="recipe-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:     # initdb refuses root: run the server as nobody
+        as_user = ["runuser", "-u", "nobody", "--"]
+        shutil.chown(folder, "nobody")
+    port = _free_port()
+    data = folder / "data"
+    run = lambda *cmd: subprocess.run(as_user + [str(c) for c in cmd], check=True, capture_output=True)  # noqa: E731
+    run(bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust")
+    run(bin_dir / "pg_ctl", "-D", data, "-l", folder / "log", "-w", "-o",
+        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start")
+    try:
+        run(bin_dir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "recipe")
+        yield f"postgresql://postgres@127.0.0.1:{port}/recipe"
+    finally:
+        subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_postgres_two_processes_share_one_study(tmp_path, postgres):
+    import optuna
+
+    from recipe.stages.tune import open_storage
+
+    cfg, runs_a = make(tmp_path)
+    runs_b = tmp_path / "runs-b"        # a second machine: its own runs folder, the same study
+    shutil.copytree(runs_a, runs_b)
+    procs = [_spawn(cfg, runs, "--trials", "7", "--storage", postgres) for runs in (runs_a, runs_b)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode in (0, 1), err.decode()[-3000:]
+    storage = open_storage(postgres)
+    (name,) = optuna.get_all_study_names(storage)
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    numbers = [t.number for t in trials]
+    assert len(trials) == 7 and sorted(numbers) == list(range(7))            # exact count, no duplicate numbers
+    assert {t.state.name for t in trials} == {"COMPLETE"}
+    assert {t.system_attrs["recipe:pid"] for t in trials} <= {procs[0].pid, procs[1].pid}
+    a, b = tune_json(runs_a), tune_json(runs_b)
+    assert a["top"][0]["trial"] == b["top"][0]["trial"] and a["top"][0]["val"] == b["top"][0]["val"]
+    assert a["best_overrides"] == b["best_overrides"]
+    assert a["storage"] == postgres.replace("postgres@", "")                # no credentials in artifacts
