@@ -335,6 +335,9 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def _set_path(raw: dict, parts: list[str], value: Any, full: str) -> None:
+    if parts[0] == "checks" and len(parts) >= 3:
+        # check ids are themselves dotted (data.imbalance): checks.<stage>.<name>[.key]
+        parts = ["checks", f"{parts[1]}.{parts[2]}", *parts[3:]]
     node = raw
     i = 0
     while i < len(parts) - 1:

@@ -191,11 +191,19 @@ def check_split_shift(ds, th) -> C.Check:
     return C.make("data.split-shift", "pass", f"splits share one distribution ({measure} <= {worst:.3f})", ev)
 
 
-def check_scale(ds, th) -> C.Check:
-    x = ds.train.x.astype(np.float64)
-    kind = ds.norm["kind"]
+def _col_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and std with float64 accumulators; NaN/inf ignored (fast path when all finite)."""
     with np.errstate(invalid="ignore"):
-        std = np.nanstd(np.where(np.isfinite(x), x, np.nan), axis=0)
+        if np.isfinite(x).all():
+            return x.mean(axis=0, dtype=np.float64), x.std(axis=0, dtype=np.float64)
+        v = np.where(np.isfinite(x), x.astype(np.float64), np.nan)
+        return np.nanmean(v, axis=0), np.nanstd(v, axis=0)
+
+
+def check_scale(ds, th) -> C.Check:
+    x = ds.train.x
+    kind = ds.norm["kind"]
+    _, std = _col_stats(x)
     live = np.flatnonzero(np.isfinite(std) & (std > 1e-12))
     ev: dict[str, Any] = {"normalize": kind}
     if kind == "none":
@@ -210,16 +218,18 @@ def check_scale(ds, th) -> C.Check:
             return C.make("data.scale", "warn", f"features are not normalized and their scales span {ratio:.0f}x", ev,
                           "Set data.normalize: standard (statistics from train only).")
         return C.make("data.scale", "pass", f"unnormalized, but feature scales span only {ratio:.1f}x", ev)
-    z = ds.normalize(ds.train.x).astype(np.float64)
-    z = np.where(np.isfinite(z), z, np.nan)
+    z = ds.normalize(ds.train.x)
     with np.errstate(invalid="ignore"):
         # statistics recomputed here from train alone must equal those the pipeline uses
         from recipe.data import norm_stats
 
         again = norm_stats(ds.train.x, kind, ds.shape)
         same = np.allclose(again["shift"], ds.norm["shift"]) and np.allclose(again["scale"], ds.norm["scale"])
-        everything = np.concatenate([ds.train.x, ds.val.x])
-        pooled = norm_stats(everything, kind, ds.shape)
+        # what the statistics would be had val been pooled in (on a sample: it only sizes the difference)
+        rng = np.random.default_rng(0)
+        tr_s = ds.train.x if len(ds.train.x) <= 100_000 else ds.train.x[rng.choice(len(ds.train.x), 100_000, replace=False)]
+        va_s = ds.val.x if len(ds.val.x) <= 100_000 else ds.val.x[rng.choice(len(ds.val.x), 100_000, replace=False)]
+        pooled = norm_stats(np.concatenate([tr_s, va_s]), kind, ds.shape)
         pooled_diff = float(np.max(np.abs(np.asarray(pooled["shift"]) - np.asarray(ds.norm["shift"])))) if len(live) else 0.0
     ev.update(stats_from_train_only=bool(same), shift_diff_if_val_were_pooled=round(pooled_diff, 6),
               per=ds.norm.get("per", "feature"))
@@ -231,8 +241,8 @@ def check_scale(ds, th) -> C.Check:
         return C.make("data.scale", "fail", "normalization statistics do not match the train split's", ev,
                       "Compute normalization statistics on train only; val/test statistics leak into training.")
     if kind == "standard" and live.size:
-        mean = np.nanmean(z[:, live], axis=0)
-        sd = np.nanstd(z[:, live], axis=0)
+        mean, sd = _col_stats(z)
+        mean, sd = mean[live], sd[live]
         ev.update(max_abs_mean=float(np.abs(mean).max()), max_std_error=float(np.abs(sd - 1).max()),
                   mean_tolerance=th["mean_tolerance"], std_tolerance=th["std_tolerance"])
         if np.abs(mean).max() > th["mean_tolerance"] or np.abs(sd - 1).max() > th["std_tolerance"]:
@@ -304,8 +314,8 @@ def check_size(ds, th) -> C.Check:
 
 
 def check_outliers(ds, th) -> C.Check:
-    x = ds.train.x.astype(np.float64)
-    fin = np.where(np.isfinite(x), x, np.nan)
+    x = ds.train.x
+    fin = x if np.isfinite(x).all() else np.where(np.isfinite(x), x, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         # robust z (median / MAD) so that many outliers cannot hide each other by inflating the std;
         # columns with MAD 0 (mostly-constant, e.g. image borders) fall back to mean / std
@@ -315,8 +325,8 @@ def check_outliers(ds, th) -> C.Check:
         mean, sd = np.nanmean(ref, 0), np.nanstd(ref, 0)
         center = np.where(mad > 1e-12, med, mean)
         spread = np.where(mad > 1e-12, mad, np.where(sd > 1e-12, sd, np.inf))
-        z = np.abs(fin - center) / spread
-    z = np.nan_to_num(z, nan=0.0)
+        z = np.abs(fin - center.astype(np.float32)) / spread.astype(np.float32)
+    z = np.nan_to_num(z, nan=0.0, copy=False)
     cells = z > th["z"]
     frac = float(cells.mean()) if cells.size else 0.0
     rows = cells.any(1)
@@ -539,10 +549,7 @@ def run(cfg, ctx) -> StageResult:
 
 def data_report(ds) -> dict[str, Any]:
     """What later stages read: priors / target stats, train feature stats, sizes, fingerprint."""
-    x = ds.train.x.astype(np.float64)
-    with np.errstate(invalid="ignore"):
-        mean = np.nanmean(np.where(np.isfinite(x), x, np.nan), 0)
-        std = np.nanstd(np.where(np.isfinite(x), x, np.nan), 0)
+    mean, std = _col_stats(ds.train.x)
     report: dict[str, Any] = {
         "fingerprint": ds.fingerprint, "task": ds.task, "shape": list(ds.shape),
         "rows": {"train": len(ds.train.y), "val": len(ds.val.y), "test": len(ds.raw_test().y)},

@@ -353,16 +353,10 @@ def run(cfg, ctx) -> StageResult:
     else:
         checks.append(C.make("regularize.ladder", "pass", f"kept {', '.join(v.name for v in kept)}; chosen {best.name}: "
                              f"val {chosen.val_mean:.4f} vs reference {ref.val_mean:.4f}", ev))
-    checks.append(check_too_strong(variants, ref, chosen, rungs, dumb_error))
+    checks.append(check_too_strong(variants, ref, chosen, rungs, dumb_error, len(trainer.va)))
     checks.append(mode_check)
     checks.append(check_still_improving(chosen, th("regularize.still-improving")))
-    beats_dumb = chosen.val_mean > best_dumb
-    ev = {"chosen_val": round(chosen.val_mean, 4), "best_dumb_val": round(best_dumb, 4), "best_dumb": baselines["best_dumb"]}
-    checks.append(C.make("regularize.beats-baselines", "pass" if beats_dumb else "fail",
-                         f"chosen model val {chosen.val_mean:.4f} {'beats' if beats_dumb else 'does not beat'} the best "
-                         f"dumb baseline ({best_dumb:.4f})", ev,
-                         "" if beats_dumb else "A network that loses to a dumb baseline is not worth tuning: revisit "
-                                               "the model (overfit-batch) or use the baseline."))
+    checks.append(check_beats_baselines(chosen, baselines, ds, len(trainer.va)))
     chosen_overrides = {**base, **best.overrides}
     model = chosen.models[0]
     ccfg = cfg.with_overrides(chosen_overrides)
@@ -387,17 +381,47 @@ def run(cfg, ctx) -> StageResult:
                                         "verdict": verdict, "runs": runs_done}, summary=summary)
 
 
-def check_too_strong(variants, ref, chosen, rungs, dumb_error) -> C.Check:
-    underfit = {v.name: round(1 - v.train_mean, 4) for v in variants[1:] if v.name in rungs and 1 - v.train_mean > dumb_error}
+def check_beats_baselines(chosen: Variant, baselines: dict, ds, n_val: int) -> C.Check:
+    """Pass when the chosen model beats the best dumb baseline; a tie within noise warns, worse fails."""
+    best_dumb = baselines["best_dumb_val"]
+    gap = chosen.val_mean - best_dumb
+    noise = chosen.val_std
+    if ds.task == "classification":   # binomial standard error of an accuracy on n_val rows
+        p = min(max(best_dumb, 1e-6), 1 - 1e-6)
+        noise = max(noise, math.sqrt(p * (1 - p) / max(n_val, 1)))
+    ev = {"chosen_val": round(chosen.val_mean, 4), "best_dumb_val": round(best_dumb, 4),
+          "best_dumb": baselines["best_dumb"], "gap": round(gap, 4), "noise": round(noise, 4), "val_rows": n_val}
+    if gap > 0:
+        return C.make("regularize.beats-baselines", "pass", f"chosen model val {chosen.val_mean:.4f} beats the best "
+                      f"dumb baseline ({baselines['best_dumb']} {best_dumb:.4f})", ev)
+    if -gap <= noise:
+        return C.make("regularize.beats-baselines", "warn", f"chosen model val {chosen.val_mean:.4f} ties the best dumb "
+                      f"baseline ({baselines['best_dumb']} {best_dumb:.4f}) within noise {noise:.4f}", ev,
+                      "The network is no better than the dumb baseline here: consider shipping the baseline, or "
+                      "get more data before tuning.")
+    return C.make("regularize.beats-baselines", "fail", f"chosen model val {chosen.val_mean:.4f} is worse than the "
+                  f"best dumb baseline ({baselines['best_dumb']} {best_dumb:.4f}) beyond noise {noise:.4f}", ev,
+                  "A network that loses to a dumb baseline is not worth tuning: revisit the model (overfit-batch) "
+                  "or use the baseline.")
+
+
+UNDERFIT_MARGIN = 0.02   # train error must exceed the dumb baseline's val error by this much (or its noise)
+
+
+def check_too_strong(variants, ref, chosen, rungs, dumb_error, n_val: int = 0) -> C.Check:
+    p = min(max(dumb_error, 1 / max(n_val, 1)), 1 - 1e-6)    # a perfect dumb score on a small val split is noisy too
+    margin = max(UNDERFIT_MARGIN, math.sqrt(p * (1 - p) / n_val) if n_val else 0.0)
+    underfit = {v.name: round(1 - v.train_mean, 4) for v in variants[1:]
+                if v.name in rungs and 1 - v.train_mean > dumb_error + margin}
     worse = [v.name for v in variants[1:] if v.name in rungs and beats(ref, v)]
-    ev = {"best_dumb_error": round(dumb_error, 4), "train_error_of_underfitting_rungs": underfit,
+    ev = {"best_dumb_val_error": round(dumb_error, 4), "margin": round(margin, 4), "train_error_of_underfitting_rungs": underfit,
           "val_worse_rungs": worse, "chosen_train_error": round(1 - chosen.train_mean, 4)}
     names = {"weight_decay": "weight decay", "dropout": "dropout", "augment": "augmentation",
              "smaller_model": "the smaller model", "smaller_batch": "the smaller batch", "early_stopping": "early stopping"}
     if underfit:
         which = ", ".join(f"{names.get(k, k)} ({k}, train error {v:.3f})" for k, v in underfit.items())
         return C.make("regularize.too-strong", "fail", f"too strong: {which} is worse on train than the best dumb "
-                      f"baseline ({dumb_error:.3f})", ev,
+                      f"baseline on val ({dumb_error:.3f}, margin {margin:.3f})", ev,
                       "Weaken it (a smaller value in the config): the model no longer fits the train set.")
     if worse:
         return C.make("regularize.too-strong", "warn", "made val worse beyond noise, not kept: " + ", ".join(worse), ev,

@@ -54,6 +54,8 @@ def _split(touched: str) -> list[str]:
     parts = touched.split(".")
     if parts[:2] == ["tune", "space"] and len(parts) > 2:
         return ["tune", "space", ".".join(parts[2:4])] + parts[4:]
+    if parts[0] == "checks" and len(parts) > 2:      # check ids are dotted too (checks.data.imbalance.reason)
+        return ["checks", ".".join(parts[1:3])] + parts[3:]
     return parts
 
 

@@ -29,7 +29,9 @@ def test_stage_passes_with_artifacts(pipeline, stage):
         assert (runs / "digits" / stage / rel).exists(), rel
         assert rel in rec["artifacts"], rel
     assert set(rec["config_digests"]) >= {"data", "seed"}
-    assert rec["data_fingerprint"] and rec["versions"]["torch"]
+    assert rec["data_fingerprint"] and rec["versions"]["python"]
+    if stage != "inspect":              # inspect imports no torch at all
+        assert rec["versions"]["torch"]
 
 
 def test_records_chain_upstream_digests(pipeline):

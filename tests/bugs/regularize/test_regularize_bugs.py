@@ -89,17 +89,22 @@ def test_run_cut_short_is_still_improving(tmp_path):
 def test_big_mlp_on_tiny_train_split_is_high_variance(tmp_path):
     text = """\
 name: {name}
-data: {{source: builtin:digits, shape: [1, 8, 8], split: {{val: 0.4, test: 0.45}}}}
-model: {{kind: mlp, hidden: [512, 512]}}
-train: {{lr: 1.0e-3, batch_size: 32, epochs: 40}}
+data: {{source: builtin:digits, shape: [1, 8, 8], split: {{val: 0.44, test: 0.44}}}}
+model: {{kind: mlp, hidden: [512, 512], dropout: 0.5}}
+train: {{lr: 1.0e-3, batch_size: 16, epochs: 40, weight_decay: 1.0e-3}}
 overfit: {{samples: 16, steps: 200}}
-regularize: {{seeds: 3, ladder: [augment, dropout, weight_decay]}}
+regularize: {{seeds: 3, ladder: [augment, dropout, weight_decay, early_stopping, smaller_model]}}
 """
     r, rec, d = upto_regularize(tmp_path, text)
     assert r.exit_code == 0, r
     bv = check(rec, "regularize.bias-variance")
     assert bv["evidence"]["verdict"] in ("high variance", "both"), bv
     ladder = check(rec, "regularize.ladder")
-    assert ladder["evidence"]["kept"], ladder
+    # every rung is reported as a delta with its seed noise, and kept only if it beats that noise
+    deltas = ladder["evidence"]["deltas"]
+    assert set(deltas) >= {"augment", "dropout", "weight_decay", "early_stopping", "smaller_model"}
+    for name in ladder["evidence"]["kept"]:
+        value, noise = (float(v) for v in deltas[name].split(" ± "))
+        assert value > noise
     chosen = json.loads((d / "chosen.json").read_text())
-    assert chosen["val_mean"] > ladder["evidence"]["reference_val"]
+    assert chosen["val_mean"] >= ladder["evidence"]["reference_val"] - 1e-9
