@@ -58,7 +58,8 @@ class Health:
 
     def __init__(self, model: nn.Module, every: int = 50, thresholds: Optional[dict] = None):
         self.model = model
-        self.every = max(1, every)
+        self.every = max(1, every)                       # losses are checked for NaN every `every` steps
+        self.sample_every = max(4 * self.every, 200)     # gradients, updates, activations: sampled rarer
         self.th = {cid: C.thresholds(cid, thresholds) for cid in C.CATALOG if cid.startswith("health.")}
         self.pending: list[torch.Tensor] = []
         self.first_step = 0
@@ -82,7 +83,8 @@ class Health:
 
     # -- called by the engine ------------------------------------------------------------
     def sampling(self, step: int) -> bool:
-        return step % self.every == 0
+        """Early steps (where init problems show) and then every `sample_every` steps."""
+        return step in (0, 1, 10) or step % self.sample_every == 0
 
     def before_forward(self, step: int) -> None:
         """On sampled steps: watch activations during this forward pass."""
@@ -110,10 +112,12 @@ class Health:
     def after_step(self, step: int) -> None:
         if self._snapshot is None:
             return
-        for (name, p), old in zip(self.weights, self._snapshot):
-            denom = float(old.float().norm())
+        with torch.no_grad():   # one device sync for all layers
+            pairs = torch.stack([torch.stack([(p.detach() - old).float().norm(), old.float().norm()])
+                                 for (_, p), old in zip(self.weights, self._snapshot)]).cpu()
+        for (name, _), (delta, denom) in zip(self.weights, pairs.tolist()):
             if denom > 0:
-                self.update_ratios.setdefault(name, []).append(float((p.detach() - old).float().norm()) / denom)
+                self.update_ratios.setdefault(name, []).append(delta / denom)
         self._snapshot = None
 
     def on_batch_end(self, step: int, loss: torch.Tensor) -> None:
