@@ -24,8 +24,9 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+SLOW ?= slow
 test-slow: setup  # exit 5 = no slow test selected, which is fine
-	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q -m "$(SLOW)" || [ $$? -eq 5 ]
 
 test-all: setup
 	$(BIN)/python -m pytest -q

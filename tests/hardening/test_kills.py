@@ -35,6 +35,7 @@ def test_inconsistency_detector_catches_what_it_must(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.kill_harness
 def test_sigkill_in_every_stage_leaves_honest_records_and_reruns_pass():
     kills, signals = reliability.Tally(), reliability.Tally()
     reliability.kills(54, seed=0, tally=kills, signals_tally=signals, log=lambda m: None)
