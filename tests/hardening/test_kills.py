@@ -21,8 +21,17 @@ def test_inconsistency_detector_catches_what_it_must(tmp_path):
 
     now = load(cfg).model_dump(mode="json")
     assert reliability.inconsistencies(runs, "exp", now) == []
-    assert reliability.inconsistencies(runs, "exp", now, killed="inspect") == \
-        ["inspect: killed mid-stage, but the gate reports it as passed"]
+    # a complete record (finish time, artifacts matching) means the kill landed after the work was done
+    assert reliability.inconsistencies(runs, "exp", now, killed="inspect") == []
+    rec_path = runs / "exp" / "inspect" / "record.json"
+    complete = rec_path.read_text()
+    rec = json.loads(complete)
+    del rec["finished"]                      # a record claiming "passed" for work that never finished
+    atomic_write_json(rec_path, rec)
+    found = reliability.inconsistencies(runs, "exp", now, killed="inspect")
+    assert "inspect: says passed without a finish time" in found
+    assert "inspect: killed mid-stage, but the gate reports it as passed" in found
+    rec_path.write_text(complete)
     report = runs / "exp" / "inspect" / "data_report.json"
     text = report.read_text()
     report.write_text(text[: len(text) // 2])
