@@ -481,11 +481,11 @@ def _pictures(ctx, ds, checks: list[C.Check], suspects: np.ndarray) -> list[str]
 
     out = []
     if ds.task == "classification":
-        out.append(ctx.artifacts.figure("class_balance.png", plots.class_balance(_counts(ds), ds.classes)) and
-                   "class_balance.png")
+        ctx.artifacts.figure("class_balance.png", plots.class_balance(_counts(ds), ds.classes))
+        out.append("class_balance.png")
     else:
-        out.append(ctx.artifacts.figure("target.png", plots.target_histogram(
-            {"train": ds.train.y, "val": ds.val.y})) and "target.png")
+        ctx.artifacts.figure("target.png", plots.target_histogram({"train": ds.train.y, "val": ds.val.y}))
+        out.append("target.png")
     if len(ds.shape) == 3:
         idx = np.random.default_rng(0).choice(len(ds.train.y), min(32, len(ds.train.y)), replace=False)
         labels = [ds.classes[v] if ds.classes else f"{v:.3g}" for v in ds.train.y[idx]]
