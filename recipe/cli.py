@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
+from recipe import interrupts
 from recipe.errors import RecipeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -31,16 +31,13 @@ def console():
     return Console(stderr=True, highlight=False)
 
 
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
 def handled(fn: Callable) -> Callable:
     """Map recipe's errors to exit codes with one message, no traceback (RECIPE_DEBUG=1 shows it)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+        saved = interrupts.save()
+        interrupts.arm()
         as_json = kwargs.get("as_json", False)
         try:
             return fn(*args, **kwargs)
@@ -57,28 +54,15 @@ def handled(fn: Callable) -> Callable:
                 typer.echo(json.dumps({"status": label, "exit_code": e.exit_code, "errors": e.messages}))
             raise typer.Exit(e.exit_code)
         except KeyboardInterrupt:
-            _ignore_further_signals()   # a second Ctrl-C while exiting must not turn 130 into a crash
+            interrupts.hold()   # a second Ctrl-C while exiting must not turn 130 into a crash
             console().print("[magenta]interrupted[/magenta]: the record says 'interrupted'; rerun the stage")
             if as_json:
                 typer.echo(json.dumps({"status": "interrupted", "exit_code": EXIT_INTERRUPTED}))
             raise typer.Exit(EXIT_INTERRUPTED)
         finally:
-            if previous is not None and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
-                signal.signal(signal.SIGTERM, previous)
+            interrupts.restore(saved)
 
     return wrapper
-
-
-def _ignore_further_signals() -> None:
-    if _main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 # ----------------------------------------------------------------------------- shared options
@@ -408,13 +392,16 @@ def report(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = 
 def main() -> None:
     """Console entry point. Interrupts that land outside a command (while parsing arguments, importing)
     still end with exit 130, and SIGTERM is treated like Ctrl-C from the first moment."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    interrupts.arm()
     try:
         app()
     except KeyboardInterrupt:
-        _ignore_further_signals()
+        interrupts.hold()
         sys.stderr.write("interrupted\n")
         sys.exit(EXIT_INTERRUPTED)
+    except SystemExit:
+        interrupts.hold()   # the command is over: a Ctrl-C during shutdown must not replace its exit code
+        raise
 
 
 if __name__ == "__main__":

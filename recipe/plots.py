@@ -68,7 +68,8 @@ def feature_histograms(x: np.ndarray, names: Sequence[str], columns: Sequence[in
         ax.set_title(str(names[j])[:30], fontsize=8)
         ax.tick_params(labelsize=6)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    # fixed margins: tight_layout and a tight bounding box each measure every label again (a second at 1M rows)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.86 if rows == 1 else 0.9, hspace=0.45, wspace=0.3)
     return fig
 
 

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from recipe import __version__
 from recipe import checks as C
+from recipe import interrupts
 from recipe.errors import GateError, RecipeError
 from recipe.workspace import READS, Artifacts, Workspace, gate, read_artifact_json, remember_config, upstream_of
 
@@ -176,6 +177,7 @@ def _clear_stage_dir(path: Path, keep: tuple[str, ...]) -> None:
 
 def execute(stage: str, cfg, options: Options, console) -> tuple[dict, int]:
     """Run `stage` end to end; returns (record, exit code). Raises RecipeError for exit 2/3."""
+    interrupts.arm()     # `recipe run`: the previous stage held interrupts while it finished
     module = importlib.import_module(MODULES[stage])
     ws = Workspace(options.runs, cfg.name)
     config_now = cfg.model_dump(mode="json")
@@ -239,6 +241,7 @@ def execute(stage: str, cfg, options: Options, console) -> tuple[dict, int]:
                           artifacts=ctx.artifacts.files, seconds=round(time.perf_counter() - start, 3), checks=[])
             ws.write_record(stage, record)
             raise
+        interrupts.hold()    # the stage's work is done: writing its outcome must not be cut short
         if ctx._device is not None:
             record["device"] = str(ctx._device)
         result.checks = C.apply_overrides(result.checks, cfg.checks)

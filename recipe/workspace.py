@@ -310,11 +310,12 @@ class Artifacts:
         atomic_write_bytes(self.path(rel), text.encode())
         return self.add(rel)
 
-    def figure(self, rel: str, fig) -> Path:
+    def figure(self, rel: str, fig, tight: bool = True) -> Path:
+        """Save a PNG; tight=False for figures that set their own margins (a tight box draws twice)."""
         import matplotlib.pyplot as plt
 
         with atomic_path(self.path(rel)) as tmp:
-            fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+            fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight" if tight else None)
         plt.close(fig)
         return self.add(rel)
 

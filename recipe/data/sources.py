@@ -160,7 +160,6 @@ def _read_csv(path: Path):
         table = csv.read_csv(
             path,
             parse_options=csv.ParseOptions(delimiter=delimiter),
-            read_options=csv.ReadOptions(block_size=1 << 24),
             convert_options=csv.ConvertOptions(strings_can_be_null=True),
         )
     except pa.ArrowInvalid as e:

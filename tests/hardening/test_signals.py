@@ -1,0 +1,51 @@
+"""Interrupts that land after the work is recorded: while the summary prints or the interpreter shuts down."""
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tests.conftest import invoke, record, write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+LATE_SIGNAL = textwrap.dedent("""\
+    import atexit, os, signal, sys, time
+    from recipe.cli import main
+
+    def late(sig=signal.{sig}):       # runs during shutdown, after the command has returned
+        os.kill(os.getpid(), sig)
+        time.sleep(0.3)               # the handler would run here
+    atexit.register(late)
+    sys.argv = ["recipe", *sys.argv[1:]]
+    main()
+""")
+
+
+def _run(tmp_path, sig, *args):
+    script = tmp_path / "late.py"
+    script.write_text(LATE_SIGNAL.format(sig=sig))
+    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+
+
+def test_sigint_during_shutdown_keeps_exit_0_and_passed_record(tmp_path):
+    cfg = write_config(tmp_path, "name: late\ndata: {{source: builtin:iris}}\n")
+    r = _run(tmp_path, "SIGINT", "inspect", cfg, "--runs", tmp_path / "runs", "-q")
+    assert r.returncode == 0, (r.returncode, r.stderr[-500:])      # was -2: killed by SIGINT at exit
+    assert record(tmp_path / "runs", "late", "inspect")["status"] == "passed"
+    assert "Traceback" not in r.stderr
+
+
+def test_sigterm_during_shutdown_keeps_exit_code(tmp_path):
+    r = _run(tmp_path, "SIGTERM", "checks")
+    assert r.returncode == 0, (r.returncode, r.stderr[-500:])
+    assert "Traceback" not in r.stderr
+
+
+def test_in_process_commands_leave_the_callers_handlers_alone(tmp_path):
+    import signal
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    cfg = write_config(tmp_path, "name: h\ndata: {{source: builtin:iris}}\n")
+    assert invoke("inspect", cfg, "--runs", tmp_path / "runs").exit_code == 0
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
