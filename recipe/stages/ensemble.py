@@ -108,7 +108,8 @@ def gather_members(cfg, ctx, ds) -> list[Member]:
             E.fit_from_config(model, tr, va, mcfg, ds)
             members.append(Member(f"trial {entry['trial']}", "retrained", overrides, cfg.seed, model))
     members.append(Member(f"regularize ({chosen.get('variant', 'chosen')})", "regularize", chosen["overrides"],
-                          cfg.seed, _load_member(cfg, ds, chosen["overrides"], ctx.upstream_path("regularize",
+                          (chosen.get("seeds") or [cfg.seed])[0],   # chosen.pt holds the first seed's model
+                          _load_member(cfg, ds, chosen["overrides"], ctx.upstream_path("regularize",
                                                                                                 "chosen.pt"),
                                                  ctx.device), "regularize/chosen.pt"))
     best = tune_art.get("best_overrides") or tune_art["top"][0]["overrides"]   # tune.noise's choice among the top
