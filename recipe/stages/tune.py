@@ -155,11 +155,14 @@ def make_sampler(method: str, seed: int):
     return type("RandomSampler", (PerTrialSeed, optuna.samplers.RandomSampler), {})(seed=seed)
 
 
-def make_pruner(name: str):
+def make_pruner(name: str, epochs: int = 0, budget: int = 0):
+    """`epochs`: the longest a trial trains; `budget`: the study's trial count (ASHA fits its rungs to both)."""
     import optuna
 
-    if name == "asha":   # rungs at 2, 8, 32 epochs: a quarter of the trials climbs each rung
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=4)
+    if name == "asha":   # rungs at epochs/9, epochs/3 (2, 6 of 18): a third of the trials climbs each rung
+        from recipe.stages.tune_asha import ASHAPruner
+
+        return ASHAPruner(epochs, budget)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
     return optuna.pruners.NopPruner()
@@ -366,14 +369,29 @@ def _next_grid_point(points: list[dict], trials) -> Optional[dict]:
     return None
 
 
-def work(cfg, ds, device, plan: Plan, worker: int = 0, tick=None, parent: Optional[int] = None) -> int:
-    """Take trials until the study holds plan.trials counted trials (or the grid is exhausted). Returns trials run."""
+def max_epochs(cfg, space: dict) -> int:
+    """The longest a trial trains: train.epochs, or the top of its range when tune.space searches it."""
+    p = space.get("train.epochs")
+    if not p:
+        return int(cfg.train.epochs)
+    return int(max(p["choices"]) if "choices" in p else p["high"])
+
+
+def join_study(cfg, plan: Plan):
+    """This process's handle on the shared study, with its own sampler and pruner."""
     import optuna
-    from optuna.storages._heartbeat import get_heartbeat_thread
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=plan.study_name, storage=open_storage(plan.storage),
-                              sampler=make_sampler(plan.method, plan.seed), pruner=make_pruner(plan.pruner))
+    return optuna.load_study(study_name=plan.study_name, storage=open_storage(plan.storage),
+                             sampler=make_sampler(plan.method, plan.seed),
+                             pruner=make_pruner(plan.pruner, max_epochs(cfg, plan.space), plan.trials))
+
+
+def work(cfg, ds, device, plan: Plan, worker: int = 0, tick=None, parent: Optional[int] = None) -> int:
+    """Take trials until the study holds plan.trials counted trials (or the grid is exhausted). Returns trials run."""
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    study = join_study(cfg, plan)
     objective = Objective(cfg, ds, device, plan)
     lock = StudyLock(plan.storage, plan.study_name, Path(plan.lock))
     ran = 0
@@ -431,22 +449,96 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _worker_main(raw: dict, base_dir: str, plan: dict, worker: int, jobs: int, device: str, parent: int) -> None:
-    """Entry point of a spawned worker process: rebuild config and data, then take trials."""
+DATA_BY_PIPE_BYTES = 256 * 2 ** 20   # smaller datasets travel to workers pickled; larger ones are reloaded there
+
+
+def _worker_main(raw: dict, base_dir: str, plan: dict, worker: int, threads: int, device: str, parent: int,
+                 ds=None, gate=None) -> None:
+    """Entry point of a spawned worker process: rebuild the config (and the data unless it came along), then take
+    trials. Its start-up is importing torch (and, on the first optimizer, torch._dynamo): seconds on 2 cores.
+    `gate` (shared int) says whether it joined the study (1) or was told to stop while starting (-1)."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        import torch
+
+        from recipe.config import validate
+        from recipe.engine.train import pick_device
+
+        torch.set_num_threads(threads)   # N workers share the cores, not oversubscribe them
+        cfg = validate(raw)
+        cfg._base_dir = Path(base_dir)
+        if ds is None:
+            from recipe.data import load
+
+            ds = load(cfg)
+        if gate is not None:
+            with gate.get_lock():
+                if gate.value < 0:
+                    return
+                gate.value = 1
+        work(cfg, ds, pick_device(device), Plan(**plan), worker=worker, parent=parent)
+    except KeyboardInterrupt:
+        pass   # the trial in flight (if any) was marked for retry; the parent records 'interrupted'
+
+
+def _nbytes(ds) -> int:
+    return sum(a.nbytes for split in (ds.train, ds.val, ds.raw_test()) for a in (split.x, split.y, split.rows))
+
+
+def run_jobs(cfg, ds, device, plan: Plan, jobs: int, tick=None, device_name: str = "auto") -> list[int]:
+    """Take the study's trials with `jobs` processes: this one (worker 0, torch and data already loaded) and
+    jobs - 1 spawned ones (processes, not threads: one GIL). A spawned worker needs seconds to import torch; this
+    process trains meanwhile, and stops workers still starting when the budget is met, so --jobs 2 is not slower
+    than --jobs 1 on a short study. Each process gets cores / jobs torch threads; small data travels to the
+    workers instead of being loaded again. Returns the exit codes of workers that crashed (their trials were
+    retried)."""
+    if jobs <= 1:
+        work(cfg, ds, device, plan, tick=tick)
+        return []
     import torch
 
-    from recipe.config import validate
-    from recipe.data import load
-    from recipe.engine.train import pick_device
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))   # N workers share the cores, not oversubscribe
-    cfg = validate(raw)
-    cfg._base_dir = Path(base_dir)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    raw, data = cfg.model_dump(mode="json"), (ds if _nbytes(ds) <= DATA_BY_PIPE_BYTES else None)
+    spawn = mp.get_context("spawn")
+    gates = [spawn.Value("i", 0) for _ in range(1, jobs)]
+    procs = [spawn.Process(target=_worker_main, args=(raw, str(cfg.base_dir), asdict(plan), w, threads, device_name,
+                                                      os.getpid(), data, gates[w - 1]), daemon=True)
+             for w in range(1, jobs)]
+    own_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
-        work(cfg, load(cfg), pick_device(device), Plan(**plan), worker=worker, parent=parent)
+        for p in procs:
+            p.start()
+        work(cfg, ds, device, plan, worker=0, tick=tick)
+        stopped = set()
+        for p, gate in zip(procs, gates):   # still importing torch: it would only find the study done
+            with gate.get_lock():
+                if gate.value == 0:
+                    gate.value = -1
+                    p.terminate()
+                    stopped.add(p.pid)
+        study = join_study(cfg, plan) if tick is not None else None
+        while any(p.is_alive() for p in procs):     # the others finish the trials they hold
+            time.sleep(0.2)
+            if study is not None:
+                tick(study)
+        crashed = [p.exitcode for p in procs if p.exitcode not in (0, None) and p.pid not in stopped]
+        if crashed:    # a crashed worker's trial was failed for retry: take its slot here
+            work(cfg, ds, device, plan, worker=0, tick=tick)
+        return crashed
     except KeyboardInterrupt:
-        pass   # the trial in flight was marked for retry; the parent records 'interrupted'
+        for p in procs:     # each worker marks its trial in flight for retry, then exits
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=30)
+        raise
+    finally:
+        torch.set_num_threads(own_threads)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -498,10 +590,7 @@ def run(cfg, ctx) -> StageResult:
             best = [t.value for t in study_.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
             bar.update(finished(study_), {"val_score": float(max(best))} if best else None)
 
-        if jobs <= 1:
-            work(cfg, ds, ctx.device, plan, tick=tick)
-        else:
-            crashed = _run_workers(cfg, ctx, jobs, plan, lambda: tick(study))
+        crashed = run_jobs(cfg, ds, ctx.device, plan, jobs, tick, ctx.options.device)
         _wait_for_others(study, plan, tick)
     if finished(study) < trials:
         raise RecipeError(f"tune: the study holds {finished(study)} of {trials} trials: worker processes exited "
@@ -526,35 +615,6 @@ def _wait_for_others(study, plan: Plan, tick) -> None:
             time.sleep(0.5)
     finally:
         lock.close()
-
-
-def _run_workers(cfg, ctx, jobs: int, plan: Plan, tick) -> list[int]:
-    """N spawned processes (not threads: one GIL) take trials; returns the exit codes of those that crashed."""
-    spawn = mp.get_context("spawn")
-    raw = cfg.model_dump(mode="json")
-    procs = []
-    for w in range(jobs):
-        p = spawn.Process(target=_worker_main, args=(raw, str(cfg.base_dir), asdict(plan), w, jobs,
-                                                     ctx.options.device, os.getpid()), daemon=True)
-        p.start()
-        procs.append(p)
-    try:
-        while any(p.is_alive() for p in procs):
-            time.sleep(0.5)
-            tick()
-    except KeyboardInterrupt:
-        for p in procs:     # each worker marks its trial in flight for retry, then exits
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
-            p.join(timeout=30)
-        raise
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-            p.join()
-    return [p.exitcode for p in procs if p.exitcode not in (0, None)]
 
 
 # ----------------------------------------------------------------------------- summary and checks

@@ -125,8 +125,26 @@ def test_jobs_2_grid_shares_one_study_without_repeats(tmp_path):
     assert len(rows) == 6 and len({(x["train.lr"], x["train.batch_size"]) for x in rows}) == 6
     assert sorted(int(x["number"]) for x in rows) == list(range(6))
     assert {x["worker"] for x in rows} <= {"0", "1"} and {x["state"] for x in rows} == {"COMPLETE"}
+    by_worker = {}
+    for t in load_study(runs).get_trials():
+        by_worker.setdefault(t.system_attrs["recipe:worker"], set()).add(t.system_attrs["recipe:pid"])
+    assert by_worker[0] == {os.getpid()}                     # worker 0 is this process: torch and data already up
+    assert os.getpid() not in by_worker.get(1, set())        # worker 1 is another process, not a thread
+    assert "crashed" not in record(runs, "tn", "tune")["summary"]   # a worker stopped while starting is no crash
+
+
+@pytest.mark.slow
+def test_jobs_2_both_processes_take_trials(tmp_path):
+    # trials of about a second: the spawned worker is up (torch imported) long before this process runs out
+    cfg, runs = make(tmp_path, epochs=60)
+    r = tune(cfg, runs, "--jobs", "2", "--trials", "8")
+    assert r.exit_code in (0, 1), r
+    rows = trials_csv(runs)
+    assert len(rows) == 8 and {x["state"] for x in rows} == {"COMPLETE"}
+    assert sorted(int(x["number"]) for x in rows) == list(range(8))
+    assert {x["worker"] for x in rows} == {"0", "1"}, rows
     pids = {t.system_attrs["recipe:pid"] for t in load_study(runs).get_trials()}
-    assert os.getpid() not in pids                           # trials ran in worker processes, not threads
+    assert len(pids) == 2 and os.getpid() in pids
 
 
 # ----------------------------------------------------------------------------- pruning and resume
@@ -141,9 +159,61 @@ def test_asha_prunes_and_spends_fewer_epochs(tmp_path):
     assert len(rows) == 8
     pruned = [x for x in rows if x["state"] == "PRUNED"]
     assert pruned, rows
-    assert all(int(x["epochs"]) < 8 for x in pruned)
+    assert {int(x["epochs"]) for x in pruned} == {3}          # 8 epochs: one rung, at 3
+    assert [x["state"] for x in rows[:2]] == ["PRUNED", "PRUNED"]   # rung-0 references, not promoted blindly
+    assert any(x["state"] == "COMPLETE" for x in rows)
     assert sum(int(x["epochs"]) for x in rows) < 8 * 8
     assert tune_json(runs)["states"]["pruned"] == len(pruned)
+
+
+def test_asha_rungs_fit_the_epoch_budget():
+    from recipe.stages.tune_asha import rungs
+
+    assert rungs(18) == [2, 6]            # then 18: every step is x3
+    assert rungs(30) == [3, 9, 27]
+    assert rungs(54) == [2, 6, 18]
+    assert rungs(8) == [3]
+    assert rungs(3) == [] and rungs(1) == []
+
+
+def _asha_study(budget: int, curves: list[list[float]]):
+    """Run trials one after another on an in-memory study; each reports its curve until pruned."""
+    import optuna
+
+    from recipe.stages.tune_asha import ASHAPruner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    epochs = len(curves[0])
+    study = optuna.create_study(direction="maximize", pruner=ASHAPruner(epochs, budget))
+    for curve in curves:
+        trial = study.ask()
+        for epoch, value in enumerate(curve, 1):
+            trial.report(value, epoch)
+            if epoch < epochs and trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, curve[-1])
+    return [(t.state.name, t.last_step) for t in study.get_trials()]
+
+
+def test_asha_first_trials_are_references_then_top_third_climbs():
+    flat = lambda v: [v] * 18   # noqa: E731  (rungs at 2 and 6)
+    states = _asha_study(9, [flat(0.5), flat(0.6), flat(0.7), flat(0.1), flat(0.2), flat(0.3), flat(0.9),
+                             flat(0.05), flat(0.05)])
+    assert states[:2] == [("PRUNED", 2), ("PRUNED", 2)]      # references: stopped at rung 0, never promoted blindly
+    assert states[2] == ("COMPLETE", 18)                     # best of 3 at rung 0, first at rung 1
+    assert states[3:6] == [("PRUNED", 2)] * 3                # not in the top third at rung 0
+    assert states[6] == ("COMPLETE", 18)                     # 0.9: top of 7 at rung 0, best of 2 at rung 1
+    assert states[7] == ("PRUNED", 2)
+
+
+def test_asha_never_leaves_the_study_without_a_complete_trial():
+    flat = lambda v: [v] * 18   # noqa: E731
+    # the two references are the best: by the rule every later trial is pruned, but the last one of the budget
+    # would then leave no trial that completed, so it runs to the end
+    states = _asha_study(5, [flat(0.9), flat(0.8), flat(0.1), flat(0.2), flat(0.3)])
+    assert states == [("PRUNED", 2)] * 4 + [("COMPLETE", 18)]
 
 
 def test_rerun_continues_to_total(tmp_path):
