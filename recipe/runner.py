@@ -17,6 +17,7 @@ from recipe import interrupts
 from recipe.errors import GateError, RecipeError
 from recipe.workspace import READS, Artifacts, Workspace, gate, read_artifact_json, remember_config, upstream_of
 
+TRAINS = ("baseline", "overfit-batch", "regularize", "tune", "ensemble")   # stages that build torch optimizers
 MODULES = {
     "inspect": "recipe.stages.inspect",
     "baseline": "recipe.stages.baseline",
@@ -178,7 +179,10 @@ def _clear_stage_dir(path: Path, keep: tuple[str, ...]) -> None:
 def execute(stage: str, cfg, options: Options, console) -> tuple[dict, int]:
     """Run `stage` end to end; returns (record, exit code). Raises RecipeError for exit 2/3."""
     interrupts.arm()     # `recipe run`: the previous stage held interrupts while it finished
-    module = importlib.import_module(MODULES[stage])
+    with interrupts.deferred():
+        module = importlib.import_module(MODULES[stage])
+        if stage in TRAINS:      # the first optimizer step imports torch._dynamo (800 modules): do it here, whole
+            importlib.import_module("torch._dynamo")
     ws = Workspace(options.runs, cfg.name)
     config_now = cfg.model_dump(mode="json")
     problems = gate(ws, stage, config_now)
