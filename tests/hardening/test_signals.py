@@ -49,3 +49,27 @@ def test_in_process_commands_leave_the_callers_handlers_alone(tmp_path):
     cfg = write_config(tmp_path, "name: h\ndata: {{source: builtin:iris}}\n")
     assert invoke("inspect", cfg, "--runs", tmp_path / "runs").exit_code == 0
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_deferred_holds_an_interrupt_until_the_block_ends():
+    import os
+    import signal
+
+    import pytest
+
+    from recipe import interrupts
+
+    saved = interrupts.save()
+    interrupts.arm()
+    try:
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.deferred():      # as while torch is imported: the block finishes first
+                os.kill(os.getpid(), signal.SIGTERM)
+                done.append("block finished")
+        assert done == ["block finished"]
+        interrupts.hold()                    # once the outcome is written, a deferred interrupt is dropped
+        with interrupts.deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        interrupts.restore(saved)
