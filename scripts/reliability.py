@@ -266,6 +266,17 @@ def pytest_family(tally: Tally, tests: list[str], label: str) -> None:
 
 
 FAMILIES = ("bad-input", "fuzz", "kills", "signals", "locks", "tamper", "disk-full")
+PYTEST_FAMILIES = {   # families whose cases are tests in tests/hardening/test_concurrency_tamper_disk.py
+    "locks": ("test_exclusive_lock_refuses_a_second_holder_naming_its_pid",
+              "test_shared_locks_coexist_but_exclude_a_stage",
+              "test_second_stage_on_same_run_folder_exits_2_at_once"),
+    "tamper": ("test_checkpoint_that_runs_code_is_refused_directly",
+               "test_ensemble_refuses_a_tampered_tune_checkpoint",
+               "test_artifact_edited_after_record_is_named_by_gate_and_status",
+               "test_record_corrupted_by_hand_reads_as_missing"),
+    "disk-full": ("test_atomic_write_failure_names_path_and_keeps_old_file",
+                  "test_disk_full_during_stage_exits_nonzero_naming_path_earlier_work_intact"),
+}
 
 
 def main(argv=None) -> int:
@@ -289,21 +300,9 @@ def main(argv=None) -> int:
         log(f"kills ({args.kills}) and signals ...")
         kills(args.kills, args.seed, tallies["kills"], tallies["signals"], log=log)
     hardening = "tests/hardening/test_concurrency_tamper_disk.py"
-    if "locks" in only:
-        pytest_family(tallies["locks"], [f"{hardening}::{t}" for t in (
-            "test_exclusive_lock_refuses_a_second_holder_naming_its_pid",
-            "test_shared_locks_coexist_but_exclude_a_stage",
-            "test_second_stage_on_same_run_folder_exits_2_at_once")], "locks")
-    if "tamper" in only:
-        pytest_family(tallies["tamper"], [f"{hardening}::{t}" for t in (
-            "test_checkpoint_that_runs_code_is_refused_directly",
-            "test_ensemble_refuses_a_tampered_tune_checkpoint",
-            "test_artifact_edited_after_record_is_named_by_gate_and_status",
-            "test_record_corrupted_by_hand_reads_as_missing")], "tamper")
-    if "disk-full" in only:
-        pytest_family(tallies["disk-full"], [f"{hardening}::{t}" for t in (
-            "test_atomic_write_failure_names_path_and_keeps_old_file",
-            "test_disk_full_during_stage_exits_nonzero_naming_path_earlier_work_intact")], "disk-full")
+    for family, tests in PYTEST_FAMILIES.items():
+        if family in only:
+            pytest_family(tallies[family], [f"{hardening}::{t}" for t in tests], family)
     print(table({f: t for f, t in tallies.items() if f in only}))
     print(f"({time.perf_counter() - started:.0f} s)")
     notes = [n for t in tallies.values() for n in t.notes]

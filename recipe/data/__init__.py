@@ -302,19 +302,15 @@ def norm_stats(x: np.ndarray, kind: str, shape: tuple = ()) -> dict[str, Any]:
         c = shape[0]
         v = v.reshape(len(x), c, -1).transpose(1, 0, 2).reshape(c, -1).T   # (N*H*W, C)
     with np.errstate(invalid="ignore"):
-        if np.isfinite(v).all():   # the common case: one pass each, float64 accumulators, no copies
-            if kind == "standard":
-                shift, scale = column_moments(v)
-            else:
-                shift = v.min(axis=0).astype(np.float64)
-                scale = v.max(axis=0).astype(np.float64) - shift
+        if kind == "standard":
+            shift, scale = column_moments(v)
+        elif np.isfinite(v).all():   # the common case: one pass each, no copies
+            shift = v.min(axis=0).astype(np.float64)
+            scale = v.max(axis=0).astype(np.float64) - shift
         else:
             v = np.where(np.isfinite(v), v.astype(np.float64), np.nan)
-            if kind == "standard":
-                shift, scale = np.nanmean(v, axis=0), np.nanstd(v, axis=0)
-            else:
-                shift = np.nanmin(v, axis=0)
-                scale = np.nanmax(v, axis=0) - shift
+            shift = np.nanmin(v, axis=0)
+            scale = np.nanmax(v, axis=0) - shift
     shift = np.where(np.isfinite(shift), shift, 0.0)
     scale = np.where(np.isfinite(scale) & (scale > 1e-12), scale, 1.0)
     if per_channel:

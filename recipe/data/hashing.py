@@ -32,8 +32,13 @@ def row_hashes(x: np.ndarray) -> np.ndarray:
 
 
 def column_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and std of a finite 2-D array with float64 accumulators, shifted by a first-chunk
-    estimate of the mean so that large offsets do not cancel (Welford-quality on real data)."""
+    """Per-column mean and std with float64 accumulators; NaN/inf are ignored. Finite data (the common case)
+    is summed in row chunks, shifted by a first-chunk estimate of the mean so that large offsets do not
+    cancel (Welford-quality on real data); otherwise a float64 copy with NaN for the non-finite cells."""
+    with np.errstate(invalid="ignore"):
+        if not np.isfinite(x).all():
+            v = np.where(np.isfinite(x), x.astype(np.float64), np.nan)
+            return np.nanmean(v, axis=0), np.nanstd(v, axis=0)
     n, d = x.shape
     if n == 0:
         return np.full(d, np.nan), np.full(d, np.nan)

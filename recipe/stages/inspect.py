@@ -200,15 +200,6 @@ def check_split_shift(ds, th) -> C.Check:
     return C.make("data.split-shift", "pass", f"splits share one distribution ({measure} <= {worst:.3f})", ev)
 
 
-def _col_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and std with float64 accumulators; NaN/inf ignored (fast path when all finite)."""
-    with np.errstate(invalid="ignore"):
-        if np.isfinite(x).all():
-            return column_moments(x)
-        v = np.where(np.isfinite(x), x.astype(np.float64), np.nan)
-        return np.nanmean(v, axis=0), np.nanstd(v, axis=0)
-
-
 def check_scale(ds, th, moments) -> C.Check:
     x = ds.train.x
     kind = ds.norm["kind"]
@@ -258,7 +249,7 @@ def check_scale(ds, th, moments) -> C.Check:
         return C.make("data.scale", "fail", "normalization statistics do not match the train split's", ev,
                       "Compute normalization statistics on train only; val/test statistics leak into training.")
     if kind == "standard" and live.size:
-        mean, sd = _col_stats(z)
+        mean, sd = column_moments(z)
         mean, sd = mean[live], sd[live]
         ev.update(max_abs_mean=float(np.abs(mean).max()), max_std_error=float(np.abs(sd - 1).max()),
                   mean_tolerance=th["mean_tolerance"], std_tolerance=th["std_tolerance"])
@@ -561,7 +552,7 @@ def run(cfg, ctx) -> StageResult:
     th = ctx.thresholds
     with ctx.progress("inspect", 15) as bar:
         hashes = {s: row_hashes(sp.x) for s, sp in _splits(ds).items()}
-        moments = _col_stats(ds.train.x)   # recomputed from train alone: data.scale compares them with ds.norm
+        moments = column_moments(ds.train.x)   # recomputed from train alone: data.scale compares them with ds.norm
         checks = [check_load(ds), check_non_finite(ds), check_constant(ds, th("data.constant")),
                   check_duplicates(ds, th("data.duplicates"), hashes), check_leak(ds, th("data.leak"), hashes),
                   check_label_conflict(ds, th("data.label-conflict"), hashes), check_imbalance(ds, th("data.imbalance")),
@@ -598,7 +589,7 @@ def run(cfg, ctx) -> StageResult:
 
 def data_report(ds, moments=None) -> dict[str, Any]:
     """What later stages read: priors / target stats, train feature stats, sizes, fingerprint."""
-    mean, std = moments if moments is not None else _col_stats(ds.train.x)
+    mean, std = moments if moments is not None else column_moments(ds.train.x)
     report: dict[str, Any] = {
         "fingerprint": ds.fingerprint, "task": ds.task, "shape": list(ds.shape),
         "rows": {"train": len(ds.train.y), "val": len(ds.val.y), "test": len(ds.raw_test().y)},

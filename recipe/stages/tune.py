@@ -18,7 +18,6 @@ import multiprocessing as mp
 import os
 import random
 import shutil
-import signal
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -28,6 +27,7 @@ from typing import Any, Optional
 import yaml
 
 from recipe import checks as C
+from recipe import interrupts
 from recipe.config import digest_json
 from recipe.errors import ConfigError, RecipeError
 from recipe.runner import StageResult
@@ -445,10 +445,6 @@ def _run_trial(study, trial, objective) -> None:
             study.tell(trial, state=TrialState.FAIL)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 DATA_BY_PIPE_BYTES = 256 * 2 ** 20   # smaller datasets travel to workers pickled; larger ones are reloaded there
 
 
@@ -457,7 +453,7 @@ def _worker_main(raw: dict, base_dir: str, plan: dict, worker: int, threads: int
     """Entry point of a spawned worker process: rebuild the config (and the data unless it came along), then take
     trials. Its start-up is importing torch (and, on the first optimizer, torch._dynamo): seconds on 2 cores.
     `gate` (shared int) says whether it joined the study (1) or was told to stop while starting (-1)."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    interrupts.arm()     # SIGTERM from the parent (or a cluster) marks the trial in flight for retry
     try:
         import torch
 
