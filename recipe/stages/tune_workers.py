@@ -1,0 +1,163 @@
+"""tune --jobs N: this process is worker 0, N - 1 spawned processes join the same study, one core share each.
+
+Why processes and not threads: one GIL, and a trial on a small model is mostly Python. Why this process takes
+trials too: a spawned worker needs seconds to import torch (more on a busy 2-core machine), and this process has
+torch and the data loaded already. Each process gets cores / N torch threads (the cores this process may use,
+os.sched_getaffinity), and a spawned worker starts with OMP_NUM_THREADS set to its share and
+OMP_WAIT_POLICY=PASSIVE: both are read when torch is imported, and an OpenMP pool that spins while another
+process holds the core slows every worker down (2 spinning threads per worker on 2 cores ran ~10x slower).
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+from recipe import interrupts
+
+DATA_BY_PIPE_BYTES = 256 * 2 ** 20   # smaller datasets travel to workers pickled; larger ones are reloaded there
+STARTING, JOINED, STOP = 0, 1, -1    # a worker's gate: still importing, took part in the study, told to stop
+
+
+def cores() -> int:
+    """The cores this process may run on (a CPU set or container limit, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_share(jobs: int) -> int:
+    return max(1, cores() // max(1, jobs))
+
+
+def worker_env(threads: int) -> dict[str, str]:
+    """What a spawned worker's environment must say before it imports torch."""
+    n = str(threads)
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+@contextmanager
+def _environment(values: dict[str, str]):
+    """Spawned children copy os.environ when they start: set it for the start, then put it back."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _worker_main(raw: dict, base_dir: str, plan: dict, worker: int, threads: int, device: str, parent: int,
+                 ds=None, gate=None) -> None:
+    """Entry point of a spawned worker process: rebuild the config (and the data unless it came along), then take
+    trials. Its start-up is importing torch (and, on the first optimizer, torch._dynamo): seconds on 2 cores.
+    `gate` (shared ints): [0] whether it joined the study (JOINED) or was told to stop while starting (STOP);
+    [1] its torch intra-op threads, [2] 1 when OMP_WAIT_POLICY was PASSIVE as torch was imported."""
+    interrupts.arm()     # SIGTERM from the parent (or a cluster) marks the trial in flight for retry
+    try:
+        passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+        import torch
+
+        from recipe.config import validate
+        from recipe.engine.train import pick_device
+        from recipe.stages.tune import Plan, work
+
+        torch.set_num_threads(threads)   # N workers share the cores, not oversubscribe them
+        cfg = validate(raw)
+        cfg._base_dir = Path(base_dir)
+        if ds is None:
+            from recipe.data import load
+
+            ds = load(cfg)
+        if gate is not None:
+            with gate.get_lock():
+                if gate[0] == STOP:
+                    return
+                gate[0], gate[1], gate[2] = JOINED, torch.get_num_threads(), int(passive)
+        work(cfg, ds, pick_device(device), Plan(**plan), worker=worker, parent=parent)
+    except KeyboardInterrupt:
+        pass   # the trial in flight (if any) was marked for retry; the parent records 'interrupted'
+
+
+def _nbytes(ds) -> int:
+    return sum(a.nbytes for split in (ds.train, ds.val, ds.raw_test()) for a in (split.x, split.y, split.rows))
+
+
+def start_workers(cfg, ds, plan, numbers, threads: int, device_name: str = "auto") -> tuple[list, list]:
+    """Spawn workers `numbers` with `threads` torch threads each; returns their processes and gates."""
+    raw, data = cfg.model_dump(mode="json"), (ds if _nbytes(ds) <= DATA_BY_PIPE_BYTES else None)
+    spawn = mp.get_context("spawn")
+    gates = [spawn.Array("i", [STARTING, 0, 0]) for _ in numbers]
+    procs = [spawn.Process(target=_worker_main, args=(raw, str(cfg.base_dir), asdict(plan), w, threads, device_name,
+                                                      os.getpid(), data, gate), daemon=True)
+             for w, gate in zip(numbers, gates)]
+    with _environment(worker_env(threads)):
+        for p in procs:
+            p.start()
+    return procs, gates
+
+
+def run_jobs(cfg, ds, device, plan, jobs: int, tick=None, device_name: str = "auto",
+             workers: Optional[list] = None) -> list[int]:
+    """Take the study's trials with `jobs` processes: this one (worker 0) and jobs - 1 spawned ones. This process
+    stops workers still starting when the budget is met, so --jobs 2 is not slower than --jobs 1 on a short
+    study. Returns the exit codes of workers that crashed (their trials were retried). `workers`, when given,
+    receives one {"worker", "threads", "passive", "joined"} per process (worker 0 first)."""
+    from recipe.stages.tune import work
+
+    if jobs <= 1:
+        work(cfg, ds, device, plan, tick=tick)
+        return []
+    import torch
+
+    from recipe.stages.tune import join_study
+
+    threads = thread_share(jobs)
+    own_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    procs, gates = [], []
+    try:
+        procs, gates = start_workers(cfg, ds, plan, range(1, jobs), threads, device_name)
+        work(cfg, ds, device, plan, worker=0, tick=tick)
+        stopped = set()
+        for p, gate in zip(procs, gates):   # still importing torch: it would only find the study done
+            with gate.get_lock():
+                if gate[0] == STARTING:
+                    gate[0] = STOP
+                    p.terminate()
+                    stopped.add(p.pid)
+        study = join_study(cfg, plan) if tick is not None else None
+        while any(p.is_alive() for p in procs):     # the others finish the trials they hold
+            time.sleep(0.2)
+            if study is not None:
+                tick(study)
+        crashed = [p.exitcode for p in procs if p.exitcode not in (0, None) and p.pid not in stopped]
+        if workers is not None:
+            workers.append({"worker": 0, "threads": threads, "passive": None, "joined": True})
+            workers.extend({"worker": w, "threads": g[1], "passive": bool(g[2]), "joined": g[0] == JOINED}
+                           for w, g in enumerate(gates, 1))
+        if crashed:    # a crashed worker's trial was failed for retry: take its slot here
+            work(cfg, ds, device, plan, worker=0, tick=tick)
+        return crashed
+    except KeyboardInterrupt:
+        for p in procs:     # each worker marks its trial in flight for retry, then exits
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=30)
+        raise
+    finally:
+        torch.set_num_threads(own_threads)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
