@@ -17,7 +17,6 @@ import os
 import random
 import shutil
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -26,8 +25,9 @@ import yaml
 
 from recipe import checks as C
 from recipe.config import digest_json
-from recipe.errors import ConfigError, RecipeError
+from recipe.errors import RecipeError
 from recipe.runner import StageResult
+from recipe.stages.tune_storage import StudyLock, _public, open_storage   # noqa: F401  (tune.open_storage for callers)
 from recipe.stages.tune_workers import run_jobs   # noqa: F401  (worker processes; tune.run_jobs for callers)
 
 SHARED_LOCK = True          # several `recipe tune` processes (and machines) may add trials to one study
@@ -171,74 +171,6 @@ def storage_url(cfg, ctx) -> str:
     if url:
         return url
     return str(ctx.dir / "study" / "journal.log")
-
-
-def _public(url: str) -> str:
-    """The storage URL without credentials (for records and messages)."""
-    if "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://{rest.split('@')[-1]}"
-
-
-def open_storage(url: str):
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    if "://" in url:
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url[len("postgresql://"):]
-        import warnings
-
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        for attempt in range(5):   # machines starting together race to create the schema: the loser retries
-            try:   # heartbeats let another machine see that a trial's process died
-                return optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
-            except Exception as e:
-                if attempt == 4 or "already exists" not in str(e):
-                    raise ConfigError(f"tune.storage: cannot open {_public(url)} ({type(e).__name__}: "
-                                      f"{str(e).splitlines()[0][:200]})") from None
-                time.sleep(1.0 + attempt)
-    Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(url))
-
-
-class StudyLock:
-    """Serializes 'count the trials, then ask for one' across processes and machines."""
-
-    def __init__(self, url: str, study_name: str, local: Path):
-        self.url, self.key, self.local = url, zlib.crc32(study_name.encode()) & 0x7FFFFFFF, local
-        self.conn, self.fd = None, None
-
-    def __enter__(self):
-        if self.url.startswith("postgresql"):
-            import psycopg
-
-            if self.conn is None:
-                self.conn = psycopg.connect(self.url.replace("postgresql+psycopg://", "postgresql://"),
-                                            autocommit=True)
-            self.conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
-        else:
-            import fcntl
-
-            self.local.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.local, os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        if self.conn is not None:
-            self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
-        if self.fd is not None:
-            os.close(self.fd)   # closing releases the flock
-            self.fd = None
-        return False
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
 
 
 # ----------------------------------------------------------------------------- trial accounting

@@ -5,15 +5,17 @@ epoch, so a rung at 27 of 30 epochs prunes on a ranking that saves 3 epochs; (2)
 fewer than `reduction` competitors is promoted when it is the best so far, so the first trial always climbs every
 rung and the next few climb with odds 1/2, 1/3...; (3) its `bootstrap_count` cures that by pruning the first
 trials at *every* rung, and on a study of a few dozen trials can leave no trial that completes. Here: rungs at
-1, 3, 9 ... epochs while each promotion at least doubles the epochs (18 -> [1, 3, 9]), the first `reduction - 1`
+1, 3, 9 ... epochs while each promotion at least doubles the epochs (18 -> [1, 3, 9]), the first `reduction`
 trials stop at rung 0 as references, later rungs promote as Optuna does (their first arrival already beat a real
 rung-0 field), and a trial is never pruned when that would leave the study without any trial that can complete.
 
 Measured by replaying 144 digits curves (MLP [64], 18 epochs, lr/dropout/batch size at random) in 150 orders:
-rungs [1, 3, 9] spend 0.17 of the unpruned epochs on 48 trials (0.18 on 24, 0.21 on 12); the former rungs
-[2, 6] spent 0.27. Either way ASHA keeps a trial within one val sample of the unpruned best in about half of the
-draws (its mean gap is 1.6 samples of 269): one-epoch and two-epoch ranks predict the 18-epoch rank about
-equally well on digits, so the earlier rung buys its epochs nearly for free. scripts/bench_tune.py measures it.
+rungs [1, 3, 9] with 3 references spend 0.165 of the unpruned epochs on 48 trials (0.18 on 24, 0.20 on 12; 2
+references: 0.169); the former rungs [2, 6] spent 0.27. Either way ASHA keeps a trial within one val sample of
+the unpruned best in about half of the draws (mean gap 1.6 of 269 samples): on digits the epoch-1 rank predicts
+the epoch-18 rank about as well as the epoch-2 rank, so the earlier rung buys its epochs nearly for free. A draw
+whose first trials are good costs more (they climb before the field exists): scripts/bench_tune.py's three seeds
+are such draws (0.20-0.22).
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ class ASHAPruner(BasePruner):
     def __init__(self, epochs: int, budget: int, reduction: int = REDUCTION, bootstrap: int | None = None):
         self.rungs = rungs(epochs, reduction)
         self.budget = budget
-        self.bootstrap = reduction - 1 if bootstrap is None else bootstrap
+        self.bootstrap = reduction if bootstrap is None else bootstrap
         self._sha = SuccessiveHalvingPruner(min_resource=self.rungs[0], reduction_factor=reduction) \
             if self.rungs else None
 
