@@ -1,7 +1,7 @@
 """Tuning against a hand-written study, on digits in one run: ASHA's epochs, wall time per trial, --jobs 2 scaling.
 
     python scripts/bench_tune.py [--trials 48] [--epochs 18] [--seeds 0 1 2] [--parallel-trials 24]
-                                 [--parallel-epochs 40]
+                                 [--parallel-epochs 40] [--baseline-threads 1]
 
 The reference is `reference_study` below: what a careful user writes by hand with no recipe code (Optuna random
 search, optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3), data on the device, index
@@ -18,7 +18,8 @@ Wall time per trial. Recipe's unpruned study (tune's work(): journal storage, th
 the reference's on the same configurations. Goal <= 1.1x.
 
 Parallel. --jobs 2 is the stage's own run_jobs (this process plus one spawned worker, one torch thread each) against
---jobs 1, timed with 1 torch thread and with one per core (the faster is the baseline). Goal >= 1.7x on 2 cores.
+--jobs 1 with one torch thread (--baseline-threads 1 2 adds two threads; the faster is the baseline). Goal >= 1.7x
+on 2 cores.
 """
 from __future__ import annotations
 
@@ -136,6 +137,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--parallel-trials", type=int, default=24)
     ap.add_argument("--parallel-epochs", type=int, default=40)
+    ap.add_argument("--baseline-threads", type=int, nargs="+", default=[1],
+                    help="torch threads to time --jobs 1 with; the fastest is the baseline")
     a = ap.parse_args()
     with open("/proc/loadavg") as f:
         print(f"load at start (/proc/loadavg): {f.read().strip()}")
@@ -188,9 +191,9 @@ def main() -> None:
     pcfg = cfg.with_overrides({"train.epochs": a.parallel_epochs})
     cores = len(os.sched_getaffinity(0))
     rates = {}
-    # --jobs 1 is timed with 1 torch thread and with one per core; the faster is the baseline (on a busy machine
-    # more threads than free cores spin and slow down, which would flatter --jobs 2)
-    for jobs, threads in [(1, n) for n in sorted({1, cores})] + [(2, None)]:
+    # --jobs 1 with 1 torch thread: on this model (MLP [64], batches of 32-128) a second thread gains nothing on
+    # a quiet machine and, on a busy one, spins and collapses (issue 15); --baseline-threads 1 2 times both
+    for jobs, threads in [(1, n) for n in a.baseline_threads] + [(2, None)]:
         if threads is not None:
             torch.set_num_threads(threads)
         plan = plan_for(folder, f"jobs-{jobs}-{threads}", a.parallel_trials, "none")

@@ -15,7 +15,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 from recipe import interrupts
 
@@ -106,12 +105,10 @@ def start_workers(cfg, ds, plan, numbers, threads: int, device_name: str = "auto
     return procs, gates
 
 
-def run_jobs(cfg, ds, device, plan, jobs: int, tick=None, device_name: str = "auto",
-             workers: Optional[list] = None) -> list[int]:
+def run_jobs(cfg, ds, device, plan, jobs: int, tick=None, device_name: str = "auto") -> list[int]:
     """Take the study's trials with `jobs` processes: this one (worker 0) and jobs - 1 spawned ones. This process
     stops workers still starting when the budget is met, so --jobs 2 is not slower than --jobs 1 on a short
-    study. Returns the exit codes of workers that crashed (their trials were retried). `workers`, when given,
-    receives one {"worker", "threads", "passive", "joined"} per process (worker 0 first)."""
+    study. Returns the exit codes of workers that crashed (their trials were retried)."""
     from recipe.stages.tune import work
 
     if jobs <= 1:
@@ -141,10 +138,6 @@ def run_jobs(cfg, ds, device, plan, jobs: int, tick=None, device_name: str = "au
             if study is not None:
                 tick(study)
         crashed = [p.exitcode for p in procs if p.exitcode not in (0, None) and p.pid not in stopped]
-        if workers is not None:
-            workers.append({"worker": 0, "threads": threads, "passive": None, "joined": True})
-            workers.extend({"worker": w, "threads": g[1], "passive": bool(g[2]), "joined": g[0] == JOINED}
-                           for w, g in enumerate(gates, 1))
         if crashed:    # a crashed worker's trial was failed for retry: take its slot here
             work(cfg, ds, device, plan, worker=0, tick=tick)
         return crashed
