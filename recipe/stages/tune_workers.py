@@ -2,17 +2,16 @@
 
 Why processes and not threads: one GIL, and a trial on a small model is mostly Python. Why this process takes
 trials too: a spawned worker needs seconds to import torch (more on a busy 2-core machine), and this process has
-torch and the data loaded already. Each process gets cores / N torch threads (the cores this process may use,
-os.sched_getaffinity), and a spawned worker starts with OMP_NUM_THREADS set to its share and
-OMP_WAIT_POLICY=PASSIVE: both are read when torch is imported, and an OpenMP pool that spins while another
-process holds the core slows every worker down (2 spinning threads per worker on 2 cores ran ~10x slower).
+torch and the data loaded already. Threads follow recipe/threads.py: every process is one of N sharing the cores
+this process may use (threads.set_share), a fit picks one thread for small work and the share for large work,
+and spawned workers import torch with OMP_WAIT_POLICY=PASSIVE already in their environment (threads.configure_env:
+an OpenMP pool that spins while another process holds the core slows every worker down).
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,57 +19,26 @@ from recipe import interrupts
 
 DATA_BY_PIPE_BYTES = 256 * 2 ** 20   # smaller datasets travel to workers pickled; larger ones are reloaded there
 STARTING, JOINED, STOP = 0, 1, -1    # a worker's gate: still importing, took part in the study, told to stop
+LARGE_WORK_MACS = 1e15               # a step this size gets the process's whole share of the cores
 
 
-def cores() -> int:
-    """The cores this process may run on (a CPU set or container limit, not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def thread_share(jobs: int) -> int:
-    return max(1, cores() // max(1, jobs))
-
-
-def worker_env(threads: int) -> dict[str, str]:
-    """What a spawned worker's environment must say before it imports torch."""
-    n = str(threads)
-    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "OMP_WAIT_POLICY": "PASSIVE"}
-
-
-@contextmanager
-def _environment(values: dict[str, str]):
-    """Spawned children copy os.environ when they start: set it for the start, then put it back."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _worker_main(raw: dict, base_dir: str, plan: dict, worker: int, threads: int, device: str, parent: int,
+def _worker_main(raw: dict, base_dir: str, plan: dict, worker: int, jobs: int, device: str, parent: int,
                  ds=None, gate=None) -> None:
     """Entry point of a spawned worker process: rebuild the config (and the data unless it came along), then take
     trials. Its start-up is importing torch (and, on the first optimizer, torch._dynamo): seconds on 2 cores.
     `gate` (shared ints): [0] whether it joined the study (JOINED) or was told to stop while starting (STOP);
-    [1] its torch intra-op threads, [2] 1 when OMP_WAIT_POLICY was PASSIVE as torch was imported."""
+    [1] the intra-op threads a large fit gets in it (its share of the cores), [2] 1 when OMP_WAIT_POLICY was
+    PASSIVE as torch was imported."""
     interrupts.arm()     # SIGTERM from the parent (or a cluster) marks the trial in flight for retry
     try:
         passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
-        import torch
-
+        from recipe import threads as thread_policy
         from recipe.config import validate
         from recipe.engine.train import pick_device
         from recipe.stages.tune import Plan, work
 
-        torch.set_num_threads(threads)   # N workers share the cores, not oversubscribe them
+        thread_policy.set_share(jobs)    # N workers share the cores, not oversubscribe them
+        thread_policy.apply_default()
         cfg = validate(raw)
         cfg._base_dir = Path(base_dir)
         if ds is None:
@@ -81,7 +49,7 @@ def _worker_main(raw: dict, base_dir: str, plan: dict, worker: int, threads: int
             with gate.get_lock():
                 if gate[0] == STOP:
                     return
-                gate[0], gate[1], gate[2] = JOINED, torch.get_num_threads(), int(passive)
+                gate[0], gate[1], gate[2] = JOINED, thread_policy.for_work(LARGE_WORK_MACS), int(passive)
         work(cfg, ds, pick_device(device), Plan(**plan), worker=worker, parent=parent)
     except KeyboardInterrupt:
         pass   # the trial in flight (if any) was marked for retry; the parent records 'interrupted'
@@ -91,17 +59,19 @@ def _nbytes(ds) -> int:
     return sum(a.nbytes for split in (ds.train, ds.val, ds.raw_test()) for a in (split.x, split.y, split.rows))
 
 
-def start_workers(cfg, ds, plan, numbers, threads: int, device_name: str = "auto") -> tuple[list, list]:
-    """Spawn workers `numbers` with `threads` torch threads each; returns their processes and gates."""
+def start_workers(cfg, ds, plan, numbers, jobs: int, device_name: str = "auto") -> tuple[list, list]:
+    """Spawn workers `numbers`, each one of `jobs` processes sharing the cores; returns their processes and gates."""
+    from recipe import threads
+
+    threads.configure_env()     # spawned workers import torch with OpenMP told to sleep, not spin, while waiting
     raw, data = cfg.model_dump(mode="json"), (ds if _nbytes(ds) <= DATA_BY_PIPE_BYTES else None)
     spawn = mp.get_context("spawn")
     gates = [spawn.Array("i", [STARTING, 0, 0]) for _ in numbers]
-    procs = [spawn.Process(target=_worker_main, args=(raw, str(cfg.base_dir), asdict(plan), w, threads, device_name,
+    procs = [spawn.Process(target=_worker_main, args=(raw, str(cfg.base_dir), asdict(plan), w, jobs, device_name,
                                                       os.getpid(), data, gate), daemon=True)
              for w, gate in zip(numbers, gates)]
-    with _environment(worker_env(threads)):
-        for p in procs:
-            p.start()
+    for p in procs:
+        p.start()
     return procs, gates
 
 
@@ -114,16 +84,13 @@ def run_jobs(cfg, ds, device, plan, jobs: int, tick=None, device_name: str = "au
     if jobs <= 1:
         work(cfg, ds, device, plan, tick=tick)
         return []
-    import torch
-
+    from recipe import threads
     from recipe.stages.tune import join_study
 
-    threads = thread_share(jobs)
-    own_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    threads.set_share(jobs)
     procs, gates = [], []
     try:
-        procs, gates = start_workers(cfg, ds, plan, range(1, jobs), threads, device_name)
+        procs, gates = start_workers(cfg, ds, plan, range(1, jobs), jobs, device_name)
         work(cfg, ds, device, plan, worker=0, tick=tick)
         stopped = set()
         for p, gate in zip(procs, gates):   # still importing torch: it would only find the study done
@@ -149,7 +116,7 @@ def run_jobs(cfg, ds, device, plan, jobs: int, tick=None, device_name: str = "au
             p.join(timeout=30)
         raise
     finally:
-        torch.set_num_threads(own_threads)
+        threads.set_share(1)
         for p in procs:
             if p.is_alive():
                 p.terminate()
