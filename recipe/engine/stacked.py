@@ -113,8 +113,12 @@ def fit_stacked(members: list[Member], train: E.Tensors, val: E.Tensors, *, task
     def call(p, b, x):
         return functional_call(base, (p, b), (x,))
 
-    forward = vmap(call, in_dims=(0, 0, 0), randomness="different")           # x (K, B, D) -> (K, B, C)
-    forward_shared = vmap(call, in_dims=(0, 0, None), randomness="different")  # x (B, D) -> (K, B, C)
+    if _plain_stack(base):     # an MLP: batched matmuls directly, without vmap's per-call dispatch
+        forward = lambda p, b, x: _mlp_forward(base, p, b, x.flatten(2), shared=False)  # noqa: E731
+        forward_shared = lambda p, b, x: _mlp_forward(base, p, b, x.flatten(1), shared=True)  # noqa: E731
+    else:
+        forward = vmap(call, in_dims=(0, 0, 0), randomness="different")           # x (K, B, D) -> (K, B, C)
+        forward_shared = vmap(call, in_dims=(0, 0, None), randomness="different")  # x (B, D) -> (K, B, C)
     autocast = E._autocast(device, precision)
     metric = (early_stopping or {}).get("metric", "val_loss")
     patience = (early_stopping or {}).get("patience")
@@ -308,6 +312,37 @@ def fit_stacked(members: list[Member], train: E.Tensors, val: E.Tensors, *, task
             m.result.stopped = "interrupted"
         raise
     return [m.result for m in members]
+
+
+_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.Identity)
+
+
+def _plain_stack(base: nn.Module) -> bool:
+    """A Sequential of Flatten, Linear, element-wise activations and dropout (recipe's mlp and linear)."""
+    return type(base) is nn.Sequential and all(isinstance(m, (nn.Flatten, nn.Linear, MemberDropout) + _ELEMENTWISE)
+                                               for m in base)
+
+
+def _mlp_forward(base: nn.Sequential, params: dict, buffers: dict, x: torch.Tensor, shared: bool) -> torch.Tensor:
+    """The stacked MLP: x (B, D) shared by the members, or (K, B, D) one batch each -> (K, B, C)."""
+    k = next(iter(params.values())).shape[0]
+    for name, m in base.named_children():
+        if shared and isinstance(m, MemberDropout):
+            x, shared = x.expand(k, *x.shape), False             # each member draws its own mask
+        if isinstance(m, nn.Linear):
+            w = params[f"{name}.weight"].transpose(1, 2)                                      # (K, D, H)
+            b = params.get(f"{name}.bias")
+            x = torch.matmul(x, w) if shared else torch.bmm(x, w)                              # (K, B, H)
+            shared = False
+            if b is not None:
+                x = x + b.unsqueeze(1)
+        elif isinstance(m, MemberDropout):
+            if m.training:
+                p = buffers[f"{name}.p"].view(-1, 1, 1)                                        # (K, 1, 1)
+                x = x * ((torch.rand_like(x) >= p) / (1 - p))
+        elif not isinstance(m, nn.Flatten):
+            x = m(x)
+    return x
 
 
 def _finish(m: Member, current: dict[str, torch.Tensor], st: dict, restore_best: bool, train: E.Tensors,

@@ -35,22 +35,32 @@ class StackedOptimizer:
         self.hyper = {"lr": vec(lr), "wd": vec(weight_decay), "b1": vec(b for b, _ in betas),
                       "b2": vec(b for _, b in betas)}
         self.state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in params}
+        self._views: dict = {}          # (hyperparameter, ndim) -> broadcastable view; per step: bias corrections
         self.steps = 0
         self.eps = 1e-10 if kind == "adagrad" else 1e-8
 
     def _h(self, name: str, ndim: int) -> torch.Tensor:   # (K,) -> (K, 1, ..., 1) to broadcast over a parameter
-        return self.hyper[name].view(-1, *([1] * (ndim - 1)))
+        key = (name, ndim)
+        if key not in self._views:
+            self._views[key] = self.hyper[name].view(-1, *([1] * (ndim - 1)))
+        return self._views[key]
 
     def keep(self, idx: torch.Tensor, params: dict[str, torch.Tensor]) -> None:
         """Keep members `idx` (in that order); `params` are the already shrunk parameters."""
         self.params = params
         self.hyper = {k: v[idx] for k, v in self.hyper.items()}
+        self._views = {}
         self.state = {name: {k: v[idx] for k, v in s.items()} for name, s in self.state.items()}
 
     @torch.no_grad()
     def step(self) -> None:
         self.steps += 1
         t = self.steps
+        if self.kind in ("adam", "adamw"):   # per member: lr / (1 - b1^t) and sqrt(1 - b2^t), once a step
+            h = self.hyper
+            self.hyper = {**h, "step": h["lr"] / (1 - h["b1"] ** t), "bc2": (1 - h["b2"] ** t).sqrt(),
+                          "decay": 1 - h["lr"] * h["wd"], "1-b1": 1 - h["b1"], "1-b2": 1 - h["b2"]}
+            self._views = {k: v for k, v in self._views.items() if k[0] in ("lr", "wd", "b1", "b2")}
         for name, p in self.params.items():
             g = p.grad
             if g is None:
@@ -58,18 +68,16 @@ class StackedOptimizer:
             s, nd = self.state[name], p.ndim
             lr, wd = self._h("lr", nd), self._h("wd", nd)
             if self.kind == "adamw":
-                p.mul_(1 - lr * wd)          # decoupled decay, before the moment update (as torch.optim.AdamW)
+                p.mul_(self._h("decay", nd))  # decoupled decay, before the moment update (as torch.optim.AdamW)
             else:
                 g = g + wd * p
             if self.kind in ("adam", "adamw"):
-                b1, b2 = self._h("b1", nd), self._h("b2", nd)
                 if not s:
                     s["m"], s["v"] = torch.zeros_like(p), torch.zeros_like(p)
-                s["m"].lerp_(g, 1 - b1)
-                s["v"].mul_(b2).add_((1 - b2) * g * g)
-                step_size = lr / (1 - b1 ** t)
-                denom = (s["v"].sqrt() / (1 - b2 ** t).sqrt()).add_(self.eps)
-                p.sub_(step_size * s["m"] / denom)
+                s["m"].lerp_(g, self._h("1-b1", nd))
+                s["v"].mul_(self._h("b2", nd)).add_(self._h("1-b2", nd) * g * g)
+                denom = (s["v"].sqrt() / self._h("bc2", nd)).add_(self.eps)
+                p.sub_(self._h("step", nd) * s["m"] / denom)
             elif self.kind in ("momentum", "nesterov"):
                 if not s:
                     s["buf"] = g.clone()

@@ -409,7 +409,7 @@ def work(cfg, ds, device, plan: Plan, worker: int = 0, tick=None, parent: Option
     """Take trials until the study holds plan.trials counted trials (or the grid is exhausted). Returns trials run."""
     from optuna.storages._heartbeat import get_heartbeat_thread
 
-    from recipe.stages.tune_batch import run_batch
+    from recipe.stages.tune_batch import one_fsync, run_batch
 
     study = join_study(cfg, plan)
     objective = Objective(cfg, ds, device, plan)
@@ -417,7 +417,7 @@ def work(cfg, ds, device, plan: Plan, worker: int = 0, tick=None, parent: Option
     ran = 0
     try:
         while parent is None or os.getppid() == parent:     # an orphaned worker stops taking trials
-            with lock:
+            with lock, one_fsync(study._storage):
                 taken = _take(study, plan, worker, max(1, plan.batch))
             if not taken:
                 break

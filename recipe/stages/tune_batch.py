@@ -41,6 +41,41 @@ def batch_size(cfg, ds, chosen: dict, device, jobs: int = 1, trials: Optional[in
     return max(1, k)
 
 
+@contextlib.contextmanager
+def one_fsync(storage):
+    """Journal writes in the block are appended under the journal's lock as always (other processes see each at
+    once) but fsynced once, at the end: Optuna fsyncs every write, ~7 of them per asked trial and ~5 per told
+    one, which on a busy disk is a third of a stacked trial's time. A crash inside the block loses at most the
+    block's writes, as a crash just before it would."""
+    import json
+    import os
+
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal._file import get_lock_file
+
+    backend = getattr(storage, "_backend", None)
+    if type(backend) is not JournalFileBackend or "append_logs" in vars(backend):   # PostgreSQL, or nested
+        yield
+        return
+
+    def append_logs(logs: list) -> None:
+        with get_lock_file(backend._lock):
+            with open(backend._file_path, "ab") as f:
+                f.write(("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8"))
+                f.flush()
+
+    backend.append_logs = append_logs
+    try:
+        yield
+    finally:
+        del backend.append_logs
+        fd = os.open(backend._file_path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def run_batch(study, trials: list, objective, tick=None) -> None:
     """Train `trials` (asked by this worker) stacked by architecture; tell each as it finishes."""
     from optuna.storages._heartbeat import get_heartbeat_thread
@@ -66,12 +101,14 @@ def run_batch(study, trials: list, objective, tick=None) -> None:
                         told.add(trial.number)
                     continue
                 by_model = {id(model): (trial, overrides) for trial, overrides, _, model in group}
-                for trial, *_ in group:    # not a user attr: trials.csv stays as unbatched
-                    study._storage.set_trial_system_attr(trial._trial_id, STACKED, len(group))
+                with one_fsync(study._storage):
+                    for trial, *_ in group:    # not a user attr: trials.csv stays as unbatched
+                        study._storage.set_trial_system_attr(trial._trial_id, STACKED, len(group))
 
                 def finished(member, by_model=by_model) -> None:
                     trial, overrides = by_model[id(member.model)]
-                    with interrupts.deferred():   # a Ctrl-C inside a journal write would corrupt its lock
+                    # held: a Ctrl-C inside a journal write leaves its lock file half released
+                    with interrupts.deferred(), one_fsync(study._storage):
                         _run_trial(study, trial, lambda t: objective.finish(t, member.result, member.model,
                                                                             overrides))
                         told.add(trial.number)
