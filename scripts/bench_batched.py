@@ -1,7 +1,7 @@
 """Stacked training on CPU: K seeds of one configuration (fit_seeds), then `recipe tune` with batched trials.
 
     python scripts/bench_batched.py [--seeds 8] [--epochs 5] [--hidden 128 128] [--repeats 2]
-                                    [--trials 32] [--tune-epochs 10] [--tune-hidden 64] [--batch 16] [--tune-repeats 2]
+                                    [--trials 32] [--tune-epochs 10] [--tune-hidden 64] [--batch 32] [--tune-repeats 2]
 
 Seeds: same data (digits), same model, same seeds; samples/s counts every seed's training samples. The first
 batched call pays for torch.func's set-up once, so both paths are warmed up before timing. The parity
@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=32)
     ap.add_argument("--tune-epochs", type=int, default=10)
     ap.add_argument("--tune-hidden", type=int, nargs="+", default=[64])
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--tune-repeats", type=int, default=2)
     ap.add_argument("--only-tune", action="store_true")
     a = ap.parse_args()

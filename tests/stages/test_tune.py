@@ -293,7 +293,7 @@ def test_tune_batch_is_validated_and_defaults_from_the_model_size():
         validate({"name": "b", "data": {"source": "builtin:digits"}, "tune": {"batch": 0}})
     cfg, ds = _digits([16])
     cpu = torch.device("cpu")
-    assert batch_size(cfg, ds, {}, cpu) == 16                       # a small model: stack the most
+    assert batch_size(cfg, ds, {}, cpu) == 32                       # a small model: stack the most
     assert batch_size(cfg, ds, {"model.hidden": [512, 512]}, cpu) == 1   # CPU-bound already: no stacking
     assert batch_size(cfg, ds, {}, cpu, jobs=2, trials=12) == 6     # each worker's share of the trials
     assert batch_size(cfg.with_overrides({"tune.batch": 1}), ds, {}, cpu) == 1
