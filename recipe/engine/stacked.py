@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recipe import threads
 from recipe.engine import train as E
 from recipe.engine.batched import why_sequential
 from recipe.engine import stacked_health as H
@@ -176,6 +177,10 @@ def fit_stacked(members: list[Member], train: E.Tensors, val: E.Tensors, *, task
         opt.keep(idx, params)
         active[:] = [active[j] for j in keep]
 
+    thread_scope = contextlib.ExitStack()     # threads from the stack's work size, as fit: recipe/threads.py
+    if device.type == "cpu":
+        macs = threads.macs_per_sample(members[0].model, train.x) * bs * len(members)
+        thread_scope.enter_context(threads.using(threads.for_work(macs)))
     try:
         for epoch in range(epochs):
             if not active:
@@ -287,6 +292,8 @@ def fit_stacked(members: list[Member], train: E.Tensors, val: E.Tensors, *, task
         for m in active:                # the stack's members in flight get no result; their caller says why
             m.result.stopped = "interrupted"
         raise
+    finally:
+        thread_scope.close()
     return [m.result for m in members]
 
 
