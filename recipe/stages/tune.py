@@ -27,6 +27,7 @@ from recipe import checks as C
 from recipe.config import digest_json
 from recipe.errors import RecipeError
 from recipe.runner import StageResult
+from recipe.stages.tune_batch import batch_size
 from recipe.stages.tune_storage import StudyLock, _public, open_storage   # noqa: F401  (tune.open_storage for callers)
 from recipe.stages.tune_workers import run_jobs   # noqa: F401  (worker processes; tune.run_jobs for callers)
 
@@ -244,6 +245,7 @@ class Plan:
     checkpoints: str
     lock: str
     grid: Optional[list] = None
+    batch: int = 1                  # trials asked at once; those sharing an architecture train stacked
 
 
 class Objective:
@@ -257,16 +259,26 @@ class Objective:
         self.va = E.to_tensors(ds, ds.val, device)
 
     def __call__(self, trial) -> float:
-        import optuna
-
         from recipe.engine import train as E
+
+        overrides, vcfg, model = self.prepare(trial)
+        r = E.fit_from_config(model, self.tr, self.va, vcfg, self.ds, on_epoch=self.reporter(trial, vcfg))
+        return self.finish(trial, r, model, overrides)
+
+    def prepare(self, trial):
+        """The trial's point: (overrides, its config, its initialised model)."""
         from recipe.models import create
 
         params = suggest(trial, self.plan.space)
         overrides = {**self.plan.chosen, **params}
         vcfg = self.cfg.with_overrides(overrides)
         trial.set_user_attr("overrides", overrides)
-        model = create(vcfg, self.ds, vcfg.seed).to(self.device)
+        return overrides, vcfg, create(vcfg, self.ds, vcfg.seed).to(self.device)
+
+    def reporter(self, trial, vcfg):
+        """The engine's on_epoch: per-epoch val reports feed the pruner, which may stop the run."""
+        from recipe.engine import train as E
+
         pruning = self.plan.pruner != "none"
 
         def report(epoch: int, row: dict) -> None:
@@ -275,8 +287,14 @@ class Objective:
                 # pruning after the last epoch saves nothing and would hide a finished trial
                 if epoch < vcfg.train.epochs and trial.should_prune():
                     raise E.Pruned()
+        return report
 
-        r = E.fit_from_config(model, self.tr, self.va, vcfg, self.ds, on_epoch=report)
+    def finish(self, trial, r, model, overrides: dict) -> float:
+        """The trial's record from its RunResult: user attrs, PRUNED (raised), its value and checkpoint."""
+        import optuna
+
+        from recipe.engine import train as E
+
         trial.set_user_attr("train_score", r.final_train.get("score"))
         trial.set_user_attr("epochs", len(r.history))
         trial.set_user_attr("seconds", round(r.seconds, 3))
@@ -321,6 +339,8 @@ def work(cfg, ds, device, plan: Plan, worker: int = 0, tick=None, parent: Option
     """Take trials until the study holds plan.trials counted trials (or the grid is exhausted). Returns trials run."""
     from optuna.storages._heartbeat import get_heartbeat_thread
 
+    from recipe.stages.tune_batch import run_batch
+
     study = join_study(cfg, plan)
     objective = Objective(cfg, ds, device, plan)
     lock = StudyLock(plan.storage, plan.study_name, Path(plan.lock))
@@ -328,27 +348,42 @@ def work(cfg, ds, device, plan: Plan, worker: int = 0, tick=None, parent: Option
     try:
         while parent is None or os.getppid() == parent:     # an orphaned worker stops taking trials
             with lock:
-                fail_stale(study)
-                trials = study.get_trials(deepcopy=False)
-                if sum(counted(t) for t in trials) >= plan.trials:
-                    break
-                if plan.grid is not None:
-                    point = _next_grid_point(plan.grid, trials)
-                    if point is None:
-                        break
-                    study.enqueue_trial(point)
-                trial = study.ask()
-                for key, value in (("recipe:pid", os.getpid()), ("recipe:host", os.uname().nodename),
-                                   ("recipe:worker", worker)):
-                    study._storage.set_trial_system_attr(trial._trial_id, key, value)
-            with get_heartbeat_thread(trial._trial_id, study._storage):
-                _run_trial(study, trial, objective)
-            ran += 1
+                taken = _take(study, plan, worker, max(1, plan.batch))
+            if not taken:
+                break
+            if len(taken) == 1:
+                with get_heartbeat_thread(taken[0]._trial_id, study._storage):
+                    _run_trial(study, taken[0], objective)
+            else:   # tune.batch: trials that share an architecture train as one stacked model
+                run_batch(study, taken, objective, tick)
+            ran += len(taken)
             if tick is not None:
                 tick(study)
     finally:
         lock.close()
     return ran
+
+
+def _take(study, plan: Plan, worker: int, n: int) -> list:
+    """Ask up to n trials, within the budget (and the grid). Call under the study lock."""
+    fail_stale(study)
+    taken = []
+    for _ in range(n):
+        trials = study.get_trials(deepcopy=False)
+        if sum(counted(t) for t in trials) >= plan.trials:
+            break
+        if plan.grid is not None:
+            point = _next_grid_point(plan.grid, trials)
+            if point is None:
+                break
+            study.enqueue_trial(point)
+        trial = study.ask()
+        for key, value in (("recipe:pid", os.getpid()), ("recipe:host", os.uname().nodename),
+                           ("recipe:worker", worker)):
+            study._storage.set_trial_system_attr(trial._trial_id, key, value)
+        suggest(trial, plan.space)   # now: the sampler's RNG is seeded per trial at ask, the next ask reseeds it
+        taken.append(trial)
+    return taken
 
 
 def _run_trial(study, trial, objective) -> None:
@@ -404,7 +439,7 @@ def run(cfg, ctx) -> StageResult:
         trials = min(trials, len(grid))
     plan = Plan(storage=storage, study_name=study_name, method=method, trials=trials, pruner=pruner, seed=cfg.seed,
                 chosen=chosen, space=space, checkpoints=str(checkpoints), lock=str(ctx.dir / "study" / "study.lock"),
-                grid=grid)
+                grid=grid, batch=batch_size(cfg, ds, chosen, ctx.device, jobs, trials))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=study_name, storage=open_storage(storage), direction="maximize",
                                 load_if_exists=True)

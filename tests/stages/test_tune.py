@@ -207,10 +207,11 @@ def test_journal_appends_without_fsync_and_plain_optuna_reads_it(tmp_path, monke
 # ----------------------------------------------------------------------------- pruning and resume
 
 
-def test_asha_prunes_and_spends_fewer_epochs(tmp_path):
+@pytest.mark.parametrize("batch", [1, 8])
+def test_asha_prunes_and_spends_fewer_epochs(tmp_path, batch):
     space = "{train.lr: {low: 1.0e-5, high: 3.0e-2, log: true}}"
     cfg, runs = make(tmp_path, space=space, epochs=8)
-    r = tune(cfg, runs, "--pruner", "asha", "--trials", "8")
+    r = tune(cfg, runs, "--pruner", "asha", "--trials", "8", "-o", f"tune.batch={batch}")
     assert r.exit_code in (0, 1), r
     rows = trials_csv(runs)
     assert len(rows) == 8
@@ -221,6 +222,9 @@ def test_asha_prunes_and_spends_fewer_epochs(tmp_path):
     assert any(x["state"] == "COMPLETE" for x in rows)
     assert sum(int(x["epochs"]) for x in rows) < 8 * 8
     assert tune_json(runs)["states"]["pruned"] == len(pruned)
+    # batch 8: all eight trials were members of one stack, pruned members left it at rung 3
+    assert [t.system_attrs.get("recipe:stacked") for t in load_study(runs).get_trials()] == \
+        [None] * 8 if batch == 1 else [8] * 8
 
 
 def test_asha_rungs_fit_the_epoch_budget():
@@ -341,6 +345,73 @@ def test_rerun_continues_to_total(tmp_path):
     assert len(trials_csv(runs)) == 4
 
 
+# ----------------------------------------------------------------------------- batched trials (tune.batch)
+
+
+def _tune_with_batch(tmp: Path, batch: int, space: str, trials: int, epochs: int = 3, *args: str):
+    folder = tmp / f"batch{batch}"
+    folder.mkdir()
+    cfg, runs = make(folder, space=space, epochs=epochs)
+    r = tune(cfg, runs, "--trials", str(trials), "-o", f"tune.batch={batch}", *args)
+    assert r.exit_code in (0, 1), r
+    return trials_csv(runs), load_study(runs).get_trials()
+
+
+def test_batched_trials_record_what_unbatched_trials_record(tmp_path):
+    # no dropout: a stacked member trains exactly as the trial alone, so the records agree trial by trial
+    space = "{train.lr: {low: 1.0e-3, high: 3.0e-2, log: true}, train.weight_decay: {low: 1.0e-6, high: 1.0e-2, log: true}}"
+    alone, alone_trials = _tune_with_batch(tmp_path, 1, space, 4)
+    stacked, stacked_trials = _tune_with_batch(tmp_path, 4, space, 4)
+    assert [t.system_attrs.get("recipe:stacked") for t in alone_trials] == [None] * 4
+    assert [t.system_attrs.get("recipe:stacked") for t in stacked_trials] == [4] * 4
+    assert list(alone[0]) == list(stacked[0])                               # the same trials.csv columns
+    for a, b in zip(alone, stacked):
+        assert (a["number"], a["train.lr"], a["train.weight_decay"], a["state"], a["epochs"], a["worker"]) == \
+            (b["number"], b["train.lr"], b["train.weight_decay"], b["state"], b["epochs"], b["worker"])
+        assert float(a["val"]) == pytest.approx(float(b["val"]), abs=1.5 / 270)   # at most one val sample apart
+        assert float(a["train_score"]) == pytest.approx(float(b["train_score"]), abs=2 / 1257)
+        assert float(b["seconds"]) > 0 and b["note"] == a["note"] == ""
+
+
+def test_batched_and_unbatched_tuning_reach_the_same_best_val(tmp_path):
+    # dropout in the space: members draw their own masks, so trials differ by dropout noise only
+    space = "{train.lr: {low: 1.0e-3, high: 3.0e-2, log: true}, model.dropout: {low: 0.0, high: 0.5}}"
+    alone, _ = _tune_with_batch(tmp_path, 1, space, 6, 6)
+    stacked, trials = _tune_with_batch(tmp_path, 6, space, 6, 6)
+    assert {t.system_attrs.get("recipe:stacked") for t in trials} == {6}
+    best_alone, best_stacked = max(float(x["val"]) for x in alone), max(float(x["val"]) for x in stacked)
+    noise = 2 * (best_alone * (1 - best_alone) / 270) ** 0.5               # two binomial std of a 270-row val
+    assert abs(best_alone - best_stacked) <= max(noise, 2 / 270), (best_alone, best_stacked)
+    assert [x["model.dropout"] for x in alone] == [x["model.dropout"] for x in stacked]
+
+
+def test_batched_trials_are_grouped_by_batch_size(tmp_path):
+    _, trials = _tune_with_batch(tmp_path, 6, SMALL_SPACE, 6)
+    sizes = {}
+    for t in trials:
+        sizes.setdefault(t.params["train.batch_size"], []).append(t.system_attrs.get("recipe:stacked"))
+    for bs, stacked in sizes.items():     # one stack per batch size (a lone trial trains unstacked)
+        assert stacked == ([None] if len(stacked) == 1 else [len(stacked)] * len(stacked)), sizes
+
+
+def test_tune_batch_is_validated_and_defaults_from_the_model_size():
+    import torch
+
+    from recipe.config import validate
+    from recipe.errors import ConfigError
+    from recipe.stages.tune_batch import batch_size
+
+    with pytest.raises(ConfigError, match="tune.batch"):
+        validate({"name": "b", "data": {"source": "builtin:digits"}, "tune": {"batch": 0}})
+    cfg, ds = _digits([16])
+    cpu = torch.device("cpu")
+    assert batch_size(cfg, ds, {}, cpu) == 32                       # a small model: stack the most
+    assert batch_size(cfg, ds, {"model.hidden": [512, 512]}, cpu) == 1   # CPU-bound already: no stacking
+    assert batch_size(cfg, ds, {}, cpu, jobs=2, trials=12) == 6     # each worker's share of the trials
+    assert batch_size(cfg.with_overrides({"tune.batch": 1}), ds, {}, cpu) == 1
+    assert batch_size(cfg.with_overrides({"tune.batch": 5}), ds, {}, cpu, trials=3) == 3
+
+
 # ----------------------------------------------------------------------------- crashes
 
 
@@ -367,37 +438,41 @@ def _wait_for(runs: Path, predicate, proc: subprocess.Popen, timeout: float = 12
 
 
 @pytest.mark.slow
-def test_kill_9_mid_trial_then_resume_retries_it(tmp_path):
+@pytest.mark.parametrize("batch", [1, 3])
+def test_kill_9_mid_trial_then_resume_retries_it(tmp_path, batch):
     from optuna.trial import TrialState
 
     cfg, runs = make(tmp_path, epochs=60)       # long trials, so the kill lands mid-trial
-    proc = _spawn(cfg, runs, "--trials", "3")
+    proc = _spawn(cfg, runs, "--trials", "3", "-o", f"tune.batch={batch}")
     running = _wait_for(runs, lambda ts: [t for t in ts if t.state == TrialState.RUNNING
                                           and "recipe:pid" in t.system_attrs], proc)
     victim = running[0]
     assert victim.system_attrs["recipe:pid"] == proc.pid
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert load_study(runs).get_trials()[victim.number].state == TrialState.RUNNING   # orphaned, as after a crash
+    orphans = [t.number for t in load_study(runs).get_trials() if t.state == TrialState.RUNNING]
+    assert victim.number in orphans and len(orphans) <= batch       # orphaned, as after a crash: a whole stack
     r = tune(cfg, runs, "--trials", "3")
     assert r.exit_code in (0, 1), r
     trials = load_study(runs).get_trials()
-    killed = trials[victim.number]
-    assert killed.state == TrialState.FAIL and "died mid-trial" in killed.system_attrs["recipe:retry"]
+    for number in orphans:
+        killed = trials[number]
+        assert killed.state == TrialState.FAIL and "died mid-trial" in killed.system_attrs["recipe:retry"]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 3 and len(trials) == 4              # exactly --trials, plus the one retried
+    assert len(complete) == 3 and len(trials) == 3 + len(orphans)   # exactly --trials, plus those retried
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     t = tune_json(runs)
-    assert t["states"]["complete"] == 3 and t["states"]["retried"] == 1 and t["states"]["fail"] == 0
+    assert t["states"]["complete"] == 3 and t["states"]["retried"] == len(orphans) and t["states"]["fail"] == 0
     assert record(runs, "tn", "tune")["status"] in ("forced", "failed")
 
 
 @pytest.mark.slow
-def test_ctrl_c_exits_130_keeps_finished_trials(tmp_path):
+@pytest.mark.parametrize("batch", [1, 4])
+def test_ctrl_c_exits_130_keeps_finished_trials(tmp_path, batch):
     from optuna.trial import TrialState
 
     cfg, runs = make(tmp_path, epochs=25)
-    proc = _spawn(cfg, runs, "--trials", "20")
+    proc = _spawn(cfg, runs, "--trials", "20", "-o", f"tune.batch={batch}")
     _wait_for(runs, lambda ts: [t for t in ts if t.state == TrialState.COMPLETE]
               and [t for t in ts if t.state == TrialState.RUNNING], proc)
     os.kill(proc.pid, signal.SIGINT)
@@ -408,8 +483,8 @@ def test_ctrl_c_exits_130_keeps_finished_trials(tmp_path):
     trials = load_study(runs).get_trials()
     assert [t for t in trials if t.state == TrialState.COMPLETE]                     # kept
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    interrupted = [t for t in trials if t.state == TrialState.FAIL]
-    assert len(interrupted) == 1 and "interrupted" in interrupted[0].system_attrs["recipe:retry"]
+    interrupted = [t for t in trials if t.state == TrialState.FAIL]      # the trial (or stack) in flight
+    assert 1 <= len(interrupted) <= batch and all("interrupted" in t.system_attrs["recipe:retry"] for t in interrupted)
 
 
 # ----------------------------------------------------------------------------- planted cases for the checks
