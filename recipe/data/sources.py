@@ -66,7 +66,7 @@ def read_source(spec: str, resolve, target: str, features: Optional[list[str]]) 
     if suffix == ".npz":
         return _npz(path)
     if suffix in (".csv", ".tsv", ".txt"):
-        return _columns(_read_csv(path), path, target, features)
+        return _columns(_read_csv(path, float32_except=target), path, target, features)
     if suffix in (".parquet", ".pq"):
         return _columns(_read_parquet(path), path, target, features)
     raise DataError(f"{path}: unsupported file type '{suffix}' (use .csv, .parquet, .npz or an image folder)")
@@ -142,7 +142,34 @@ def _arrays(x: np.ndarray, y: np.ndarray, origin: str) -> Table:
 # ----------------------------------------------------------------------------- columnar files
 
 
-def _read_csv(path: Path):
+TYPED_READ_BYTES = 8 << 20   # files from this size up parse their numeric columns straight to float32
+HEAD_BYTES = 1 << 20         # the head whose inferred types decide which columns those are
+
+
+def _float32_types(path: Path, delimiter: str, keep: str) -> dict:
+    """float32 for every column the file's head reads as int or float (all but `keep`, the target): parsing
+    to float32 writes half the memory of float64 and leaves nothing to convert. {} for small files, which
+    read fast anyway and keep the plain inference."""
+    import pyarrow as pa
+    from pyarrow import csv
+
+    if path.stat().st_size < TYPED_READ_BYTES:
+        return {}
+    with path.open("rb") as f:
+        head = f.read(HEAD_BYTES)
+    head = head[:head.rfind(b"\n") + 1]
+    try:
+        sample = csv.read_csv(pa.py_buffer(head), parse_options=csv.ParseOptions(delimiter=delimiter),
+                              convert_options=csv.ConvertOptions(strings_can_be_null=True))
+    except (pa.ArrowException, OSError):   # the full read reports the problem
+        return {}
+    return {f.name: pa.float32() for f in sample.schema
+            if f.name != keep and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))}
+
+
+def _read_csv(path: Path, float32_except: Optional[str] = None):
+    """The CSV as an Arrow table. With float32_except (the target's name), a large file parses its numeric
+    columns to float32; if one holds text further down than its head, the file is read again untyped."""
     import pyarrow as pa
     from pyarrow import csv
 
@@ -158,12 +185,19 @@ def _read_csv(path: Path):
     except UnicodeDecodeError as e:
         if e.start < len(head) - 4:  # a multi-byte char cut at the block edge is fine
             raise DataError(f"{path}: not UTF-8 text (byte {e.start}); re-save the file as UTF-8") from None
+    types = _float32_types(path, delimiter, float32_except) if float32_except is not None else {}
+
+    def read(column_types: dict):
+        return csv.read_csv(path, parse_options=csv.ParseOptions(delimiter=delimiter),
+                            convert_options=csv.ConvertOptions(strings_can_be_null=True, column_types=column_types))
+
     try:
-        table = csv.read_csv(
-            path,
-            parse_options=csv.ParseOptions(delimiter=delimiter),
-            convert_options=csv.ConvertOptions(strings_can_be_null=True),
-        )
+        try:
+            table = read(types)
+        except pa.ArrowInvalid:
+            if not types:
+                raise
+            table = read({})   # text below the head, or a ragged row: the plain read finds which and where
     except pa.ArrowInvalid as e:
         msg = str(e).splitlines()[0]
         if "UTF8" in msg or "utf8" in msg.lower():

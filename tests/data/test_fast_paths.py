@@ -138,3 +138,24 @@ def test_all_finite_sees_one_bad_cell_in_any_chunk():
         x[39999, 2] = bad
         assert not all_finite(x)
         x[39999, 2] = 0
+
+
+def test_large_csv_parses_numbers_to_float32_and_rereads_when_text_hides_below_the_head(tmp_path, monkeypatch):
+    rows = _mixed_rows(400)
+    _write(tmp_path / "data.csv", ["a", "b", "c", "d", "label"], rows)
+    plain = _load(tmp_path)
+    monkeypatch.setattr(S, "TYPED_READ_BYTES", 0)          # every file counts as large
+    monkeypatch.setattr(S, "HEAD_BYTES", 2000)             # the head: the first ~50 rows
+    table = S._read_csv(tmp_path / "data.csv", float32_except="label")
+    assert [str(table.schema.field(n).type) for n in ("a", "b", "c", "d", "label")] == \
+        ["float", "float", "bool", "float", "int64"]        # booleans and the target keep their inferred type
+    typed = _load(tmp_path)
+    np.testing.assert_array_equal(typed.train.x, plain.train.x)
+    assert typed.fingerprint == plain.fingerprint
+    rows[350][3] = "unknown"                                # text far below the head: the typed read fails
+    _write(tmp_path / "data.csv", ["a", "b", "c", "d", "label"], rows)
+    table = S._read_csv(tmp_path / "data.csv", float32_except="label")
+    assert str(table.schema.field("d").type) == "string" and str(table.schema.field("a").type) == "double"
+    with pytest.raises(DataError) as e:                     # ... and the plain read's message names the column
+        _load(tmp_path)
+    assert "'d'" in str(e.value) and "mixes numbers and text" in str(e.value)
