@@ -9,28 +9,26 @@ exactly --trials counted trials and a grid point is never handed out twice. A tr
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
-import multiprocessing as mp
 import os
 import random
 import shutil
 import time
-import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
 from recipe import checks as C
-from recipe import interrupts
 from recipe.config import digest_json
-from recipe.errors import ConfigError, RecipeError
+from recipe.errors import RecipeError
 from recipe.runner import StageResult
+from recipe.stages.tune_storage import StudyLock, _public, open_storage   # noqa: F401  (tune.open_storage for callers)
+from recipe.stages.tune_workers import run_jobs   # noqa: F401  (worker processes; tune.run_jobs for callers)
 
 SHARED_LOCK = True          # several `recipe tune` processes (and machines) may add trials to one study
 PRESERVE = ("study",)       # the journal and trial checkpoints survive reruns: a killed study resumes
@@ -173,74 +171,6 @@ def storage_url(cfg, ctx) -> str:
     if url:
         return url
     return str(ctx.dir / "study" / "journal.log")
-
-
-def _public(url: str) -> str:
-    """The storage URL without credentials (for records and messages)."""
-    if "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://{rest.split('@')[-1]}"
-
-
-def open_storage(url: str):
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    if "://" in url:
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url[len("postgresql://"):]
-        import warnings
-
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        for attempt in range(5):   # machines starting together race to create the schema: the loser retries
-            try:   # heartbeats let another machine see that a trial's process died
-                return optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
-            except Exception as e:
-                if attempt == 4 or "already exists" not in str(e):
-                    raise ConfigError(f"tune.storage: cannot open {_public(url)} ({type(e).__name__}: "
-                                      f"{str(e).splitlines()[0][:200]})") from None
-                time.sleep(1.0 + attempt)
-    Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(url))
-
-
-class StudyLock:
-    """Serializes 'count the trials, then ask for one' across processes and machines."""
-
-    def __init__(self, url: str, study_name: str, local: Path):
-        self.url, self.key, self.local = url, zlib.crc32(study_name.encode()) & 0x7FFFFFFF, local
-        self.conn, self.fd = None, None
-
-    def __enter__(self):
-        if self.url.startswith("postgresql"):
-            import psycopg
-
-            if self.conn is None:
-                self.conn = psycopg.connect(self.url.replace("postgresql+psycopg://", "postgresql://"),
-                                            autocommit=True)
-            self.conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
-        else:
-            import fcntl
-
-            self.local.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.local, os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        if self.conn is not None:
-            self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
-        if self.fd is not None:
-            os.close(self.fd)   # closing releases the flock
-            self.fd = None
-        return False
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
 
 
 # ----------------------------------------------------------------------------- trial accounting
@@ -443,98 +373,6 @@ def _run_trial(study, trial, objective) -> None:
             study.tell(trial, value)
         else:   # diverged: an infeasible point of the space; it counts toward the budget
             study.tell(trial, state=TrialState.FAIL)
-
-
-DATA_BY_PIPE_BYTES = 256 * 2 ** 20   # smaller datasets travel to workers pickled; larger ones are reloaded there
-
-
-def _worker_main(raw: dict, base_dir: str, plan: dict, worker: int, threads: int, device: str, parent: int,
-                 ds=None, gate=None) -> None:
-    """Entry point of a spawned worker process: rebuild the config (and the data unless it came along), then take
-    trials. Its start-up is importing torch (and, on the first optimizer, torch._dynamo): seconds on 2 cores.
-    `gate` (shared int) says whether it joined the study (1) or was told to stop while starting (-1)."""
-    interrupts.arm()     # SIGTERM from the parent (or a cluster) marks the trial in flight for retry
-    try:
-        import torch
-
-        from recipe.config import validate
-        from recipe.engine.train import pick_device
-
-        torch.set_num_threads(threads)   # N workers share the cores, not oversubscribe them
-        cfg = validate(raw)
-        cfg._base_dir = Path(base_dir)
-        if ds is None:
-            from recipe.data import load
-
-            ds = load(cfg)
-        if gate is not None:
-            with gate.get_lock():
-                if gate.value < 0:
-                    return
-                gate.value = 1
-        work(cfg, ds, pick_device(device), Plan(**plan), worker=worker, parent=parent)
-    except KeyboardInterrupt:
-        pass   # the trial in flight (if any) was marked for retry; the parent records 'interrupted'
-
-
-def _nbytes(ds) -> int:
-    return sum(a.nbytes for split in (ds.train, ds.val, ds.raw_test()) for a in (split.x, split.y, split.rows))
-
-
-def run_jobs(cfg, ds, device, plan: Plan, jobs: int, tick=None, device_name: str = "auto") -> list[int]:
-    """Take the study's trials with `jobs` processes: this one (worker 0, torch and data already loaded) and
-    jobs - 1 spawned ones (processes, not threads: one GIL). A spawned worker needs seconds to import torch; this
-    process trains meanwhile, and stops workers still starting when the budget is met, so --jobs 2 is not slower
-    than --jobs 1 on a short study. Each process gets cores / jobs torch threads; small data travels to the
-    workers instead of being loaded again. Returns the exit codes of workers that crashed (their trials were
-    retried)."""
-    if jobs <= 1:
-        work(cfg, ds, device, plan, tick=tick)
-        return []
-    import torch
-
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    raw, data = cfg.model_dump(mode="json"), (ds if _nbytes(ds) <= DATA_BY_PIPE_BYTES else None)
-    spawn = mp.get_context("spawn")
-    gates = [spawn.Value("i", 0) for _ in range(1, jobs)]
-    procs = [spawn.Process(target=_worker_main, args=(raw, str(cfg.base_dir), asdict(plan), w, threads, device_name,
-                                                      os.getpid(), data, gates[w - 1]), daemon=True)
-             for w in range(1, jobs)]
-    own_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for p in procs:
-            p.start()
-        work(cfg, ds, device, plan, worker=0, tick=tick)
-        stopped = set()
-        for p, gate in zip(procs, gates):   # still importing torch: it would only find the study done
-            with gate.get_lock():
-                if gate.value == 0:
-                    gate.value = -1
-                    p.terminate()
-                    stopped.add(p.pid)
-        study = join_study(cfg, plan) if tick is not None else None
-        while any(p.is_alive() for p in procs):     # the others finish the trials they hold
-            time.sleep(0.2)
-            if study is not None:
-                tick(study)
-        crashed = [p.exitcode for p in procs if p.exitcode not in (0, None) and p.pid not in stopped]
-        if crashed:    # a crashed worker's trial was failed for retry: take its slot here
-            work(cfg, ds, device, plan, worker=0, tick=tick)
-        return crashed
-    except KeyboardInterrupt:
-        for p in procs:     # each worker marks its trial in flight for retry, then exits
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
-            p.join(timeout=30)
-        raise
-    finally:
-        torch.set_num_threads(own_threads)
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-            p.join()
 
 
 # ----------------------------------------------------------------------------- the stage
