@@ -97,6 +97,8 @@ _SPECS = [
     _spec("tune.noise", "tune", "top trials are within seed-to-seed noise", "recipe:5", top=3, seeds=3),
     _spec("tune.improves", "tune", "tuning did not beat the regularized model", "recipe:5"),
     _spec("ensemble.gain", "ensemble", "ensemble no better than the best member", "recipe:6"),
+    _spec("ensemble.distill", "ensemble", "distilled student worse than the model it would replace (val, beyond noise)",
+          "recipe:6"),
     _spec("ensemble.test", "ensemble", "final test score, computed once", "dev-test:sealed recipe:6"),
     _spec("health.non-finite", "any", "NaN/inf loss or gradient (stop at once, name step and layer)", "37:37"),
     _spec("health.exploding", "any", "gradient norm or loss blowing up", "37:35 autotrainer", loss_factor=10.0,
