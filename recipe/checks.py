@@ -60,7 +60,7 @@ _SPECS = [
     _spec("data.order", "inspect", "data sorted by label; batches that hold a single class", "37:7 37:10",
           max_single_class_batches=0.5),
     _spec("data.size", "inspect", "too few samples per class / per parameter", "37:9 37:27", min_per_class=10),
-    _spec("data.outliers", "inspect", "extreme values", "recipe:1 37:1", z=10.0, max_fraction=0.001),
+    _spec("data.outliers", "inspect", "extreme values", "recipe:1 37:1", z=10.0, max_fraction=0.005),
     _spec("data.label-noise", "inspect", "likely mislabeled samples (confident learning on CV predictions)",
           "37:6 recipe:1", max_noise_rate=0.1, sample=20000, min_probe_accuracy=0.5),
     _spec("data.signal", "inspect", "input carries no information about the target (probe vs shuffled labels)",
