@@ -254,13 +254,17 @@ def check_batch_independence(model, tr, th) -> C.Check:
         return C.make("baseline.batch-independence", "skip", "the output does not depend on anything with a gradient")
     (grad,) = torch.autograd.grad(out[0].float().sum(), x, allow_unused=True)
     leak = float(grad[1:].abs().max()) if grad is not None else 0.0
-    ev = {"max_grad_on_other_samples": leak, "tolerance": th["tolerance"], "samples": len(x),
-          "mode": "eval (BatchNorm uses running statistics, so it is not blamed)"}
+    own = float(grad[0].abs().max()) if grad is not None else 0.0
+    ev = {"max_grad_on_other_samples": leak, "max_grad_on_own_sample": own, "tolerance": th["tolerance"],
+          "samples": len(x), "mode": "eval (BatchNorm uses running statistics, so it is not blamed)"}
     if leak > th["tolerance"]:
         return C.make("baseline.batch-independence", "fail",
                       "sample 0's output has gradient on other samples' inputs: the model mixes the batch", ev,
                       "Look for a view/reshape that mixes the batch dimension (use permute/transpose before view), "
                       "or a reduction over dim 0.")
+    if own == 0.0:    # no gradient on any input: there was nothing to see mixing in
+        return C.make("baseline.batch-independence", "skip", "sample 0's output has no gradient on any input "
+                      "(see baseline.input-independent): batch mixing cannot be measured", ev)
     return C.make("baseline.batch-independence", "pass", "each sample's output depends on that sample only", ev)
 
 

@@ -76,3 +76,32 @@ def test_as_built_is_create_without_the_output_bias(tmp_path):
         differ = [k for k, v in built.state_dict().items() if not torch.equal(v, made.state_dict()[k])]
         assert all(made.state_dict()[k] is bias or torch.equal(made.state_dict()[k], bias) for k in differ), differ
         assert len(differ) <= 1
+
+
+def test_batch_independence_is_skip_when_the_output_has_no_input_gradient():
+    from recipe.engine.train import Tensors
+
+    class Constant(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.zeros(3))
+
+        def forward(self, x):
+            return self.bias.expand(len(x), 3) + 0 * x.sum()    # depends on x only through a zero weight
+
+    tr = Tensors(torch.randn(8, 5), torch.zeros(8, dtype=torch.long))
+    c = B.check_batch_independence(Constant(), tr, {"tolerance": 1e-7})
+    assert c.status == "skip" and c.evidence["max_grad_on_own_sample"] == 0.0
+    mixing = torch.nn.Linear(5, 3)
+    assert B.check_batch_independence(mixing, tr, {"tolerance": 1e-7}).status == "pass"
+
+
+def test_tune_boundary_is_skip_when_no_parameter_has_a_range():
+    from types import SimpleNamespace
+
+    from recipe import checks as C
+    from recipe.stages.tune import check_boundary
+
+    trial = SimpleNamespace(params={"train.batch_size": 32}, value=0.9, number=0)
+    c = check_boundary([trial], {"train.batch_size": {"choices": [32]}}, C.thresholds("tune.boundary"))
+    assert c.status == "skip" and c.evidence["params"] == {}
