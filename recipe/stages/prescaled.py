@@ -23,14 +23,19 @@ def _moments(x: np.ndarray) -> dict[str, np.ndarray]:
     d = x.shape[1]
     out = {"n": np.zeros(d), "s": np.zeros(d), "ss": np.zeros(d), "min": np.full(d, np.inf), "max": np.full(d, -np.inf)}
     for i in range(0, len(x), CHUNK):
-        b = x[i:i + CHUNK].astype(np.float64)
-        ok = np.isfinite(b)
-        z = np.where(ok, b, 0.0)
-        out["n"] += ok.sum(0)
+        raw = x[i:i + CHUNK]
+        if np.isfinite(raw).all():          # the usual case: no masks to build
+            z = raw.astype(np.float64)
+            out["n"] += len(z)
+            lo, hi = raw.min(0), raw.max(0)
+        else:
+            ok = np.isfinite(raw)
+            z = np.where(ok, raw, 0).astype(np.float64)
+            out["n"] += ok.sum(0)
+            lo, hi = np.where(ok, raw, np.inf).min(0), np.where(ok, raw, -np.inf).max(0)
         out["s"] += z.sum(0)
-        out["ss"] += (z * z).sum(0)
-        out["min"] = np.minimum(out["min"], np.where(ok, b, np.inf).min(0))
-        out["max"] = np.maximum(out["max"], np.where(ok, b, -np.inf).max(0))
+        out["ss"] += np.einsum("ij,ij->j", z, z)
+        out["min"], out["max"] = np.minimum(out["min"], lo), np.maximum(out["max"], hi)
     return out
 
 
