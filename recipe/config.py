@@ -160,6 +160,8 @@ class TuneConfig(Section):
     jobs: int = Field(1, ge=1, description="Worker processes sharing the study.")
     pruner: Literal["none", "asha", "median"] = Field("none", description="Prune unpromising trials early.")
     storage: Optional[str] = Field(None, description="Optuna storage URL; default a journal file under runs/.")
+    batch: Optional[int] = Field(None, ge=1, description="Trials trained as one stacked model (1: off; unset: "
+                                 "chosen from the model size and the device).")
     space: dict[str, SpaceParam] = Field(default_factory=dict, description="key.path -> range or choices.")
 
     @field_validator("space")
@@ -429,6 +431,11 @@ def _format_error(err: dict) -> str:
         return f"{path}: unknown key{hint}{allowed}"
     if err["type"] == "missing":
         return f"{path}: required key is missing"
+    if err["type"] == "literal_error" and isinstance(err.get("input"), str):
+        allowed = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+        close = difflib.get_close_matches(err["input"], allowed, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"{path}: must be one of {', '.join(allowed)} (got {err['input']!r}){hint}"
     msg = err["msg"]
     for pattern, repl in _MESSAGE_REWRITES:
         msg = pattern.sub(repl, msg)

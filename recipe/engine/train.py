@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recipe import threads
 from recipe.engine.monitors import Health, NonFiniteLoss
 from recipe.errors import ModelError, RecipeError
 
@@ -243,6 +244,9 @@ def fit(
     last_eval: Optional[dict] = None
     metrics_file = open(metrics_path, "a") if metrics_path else None
     num_outputs = num_classes if task == "classification" else 1
+    thread_scope = contextlib.ExitStack()     # threads from the work size: see recipe/threads.py
+    if device.type == "cpu":
+        thread_scope.enter_context(threads.using(threads.for_work(threads.macs_per_sample(model, train.x) * bs)))
     start = time.perf_counter()
     step = 0
     try:
@@ -325,6 +329,7 @@ def fit(
     except Pruned:
         result.stopped = "pruned"
     finally:
+        thread_scope.close()
         if metrics_file:
             metrics_file.close()
     result.steps = step
