@@ -281,20 +281,20 @@ def status(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = 
 @app.command("checks")
 @handled
 def checks_cmd(as_json: bool = JsonOpt):
-    """The check catalog: id, stage, what it catches, source, thresholds."""
+    """The check catalog: id, stage, what it catches, the statuses it can return, source, thresholds."""
     from rich.table import Table
 
     from recipe.checks import CATALOG
 
     if as_json:
         typer.echo(json.dumps([{"id": s.id, "stage": s.stage, "catches": s.catches, "refs": list(s.refs),
-                                "thresholds": s.thresholds} for s in CATALOG.values()]))
+                                "statuses": list(s.statuses), "thresholds": s.thresholds} for s in CATALOG.values()]))
         return
     table = Table(title="recipe checks")
-    for col in ("id", "stage", "catches", "refs", "thresholds"):
+    for col in ("id", "stage", "catches", "statuses", "refs", "thresholds"):
         table.add_column(col)
     for s in CATALOG.values():
-        table.add_row(s.id, s.stage, s.catches, " ".join(s.refs),
+        table.add_row(s.id, s.stage, s.catches, " ".join(s.statuses), " ".join(s.refs),
                       ", ".join(f"{k}={v}" for k, v in s.thresholds.items()))
     console().print(table)
 

@@ -28,10 +28,15 @@ def load_final(ws, config_now: dict) -> dict[str, Any]:
             stale = _stale(ws, config_now)
             if stale:
                 raise GateError(f"ensemble is stale: {'; '.join(stale)}: rerun 'recipe ensemble --force'")
-            if rec.get("artifacts", {}).get("ensemble.json"):
-                # a failed ensemble.gain still leaves a final model (the best single one); the record says why
+            failed = [c.get("id") for c in rec.get("checks") or [] if c.get("status") == "fail"]
+            if rec.get("artifacts", {}).get("ensemble.json") and failed and not rec.get("error") \
+                    and set(failed) == {"ensemble.gain"}:
+                # a failed ensemble.gain still leaves a checked final model (the best single one); the record says why
                 return _read(ws)
-            raise GateError(f"ensemble failed ({'; '.join(reasons)}): fix that and rerun 'recipe ensemble'")
+            what = ", ".join(f for f in failed if f != "ensemble.gain") or rec.get("error") or "; ".join(reasons)
+            raise GateError(f"ensemble failed ({what}): predict serves only a final model whose checks passed "
+                            "(a failed ensemble.gain alone ships the best single model); fix that and rerun "
+                            "'recipe ensemble --force'")
         raise GateError(f"ensemble is {state}: {'; '.join(reasons)}: rerun 'recipe ensemble --force'")
     return _read(ws)
 

@@ -194,11 +194,16 @@ class Health:
             ev["grad_norm_trace"] = [round(g, 3) for _, g in self.grad_norms[-5:]]
         loss_blew = self.first_loss is not None and self.first_loss > 0 and \
             self.max_loss > th["loss_factor"] * self.first_loss and self.max_loss_step > 0
+        if not self.grad_norms and self.first_loss is None and self.non_finite is None:
+            return C.make("health.exploding", "skip", "no loss or gradient norm was observed", ev)
         if peak > th["grad_norm"] or loss_blew or (self.non_finite is not None and self.grad_norms and peak > 10):
             what = f"gradient norm reached {peak:.3g}" if peak > th["grad_norm"] else \
                 f"loss rose to {self.max_loss:.3g} (first {self.first_loss:.3g}) at step {self.max_loss_step}"
             return C.make("health.exploding", "fail", f"training blew up: {what}", ev,
                           "Lower the learning rate (overfit.lr-range suggests one) or clip gradients.")
+        if not self.grad_norms:    # no weight matrices to sample: only the loss was watched
+            return C.make("health.exploding", "pass", f"loss bounded (max {self.max_loss:.3g}); no gradient norms "
+                          "sampled (no weight matrices)", ev)
         return C.make("health.exploding", "pass", f"gradients bounded (max norm {peak:.3g})", ev)
 
     def _vanishing(self) -> C.Check:
@@ -288,5 +293,7 @@ class Health:
                           {"layers": self.symmetric},
                           "Units that start identical stay identical: use random init (model.init: kaiming or xavier), "
                           "not zeros or a constant.")
+        if not self.weights:
+            return C.make("health.symmetry", "skip", "no weight matrices to compare units in", {"layers_checked": 0})
         return C.make("health.symmetry", "pass", "no weight matrix starts with identical units",
                       {"layers_checked": len(self.weights)})

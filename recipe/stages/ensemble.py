@@ -7,11 +7,9 @@ confusion matrix and a calibration check.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Optional
 
 import numpy as np
@@ -19,41 +17,19 @@ import torch
 from torch import nn
 
 from recipe import checks as C
-from recipe.errors import GateError, RecipeError
+from recipe.errors import RecipeError
 from recipe.runner import StageResult
-from recipe.workspace import atomic_write_json
+from recipe.stages import sealed_test as T
+from recipe.stages.distill import TEMPERATURE, check_student, distill  # noqa: F401 (TEMPERATURE: public name)
+from recipe.stages.sealed_test import calibration, check_test, evaluate_test, per_class  # noqa: F401 (public names)
+
+before = T.check_before_stage   # the runner calls this before loading data: the ledger's gate
 
 GREEDY_STEPS = 25        # Caruana et al. 2004: forward selection with replacement, best prefix kept
 GREEDY_INIT = 3          # ... initialised with (up to) the best few members ("sorted initialisation")
 BOOTSTRAP = 1000
 TEMPERATURE = 2.0        # Hinton et al. 2015: soft targets at T > 1 carry the teacher's "dark knowledge"
-ECE_BINS = 15
 SAME_OUTPUTS = 1e-6      # members whose val outputs differ by less than this are the same model
-LEDGER = "test_looks.json"
-
-
-# ----------------------------------------------------------------------------- the sealed test ledger
-
-
-def _ledger_path(ctx):
-    return ctx.workspace.dir / LEDGER
-
-
-def _ledger(ctx) -> list[dict]:
-    try:
-        return json.loads(_ledger_path(ctx).read_text())
-    except (OSError, ValueError):
-        return []
-
-
-def before(cfg, ctx) -> None:
-    """The test split is evaluated once: a second look needs --force (and is recorded)."""
-    looks = _ledger(ctx)
-    if looks and not ctx.options.force:
-        last = looks[-1]
-        raise GateError([f"the test split of '{cfg.name}' was already evaluated on {last['at']} "
-                         f"(test score {last['test_score']:.4f}); every further look leaks test into your choices",
-                         "pass --force to look again (it is recorded in the record and runs/<name>/test_looks.json)"])
 
 
 # ----------------------------------------------------------------------------- members
@@ -315,39 +291,7 @@ def check_gain(members: list[Member], same: dict[str, str], weights: np.ndarray,
     return C.make("ensemble.gain", "pass", f"ensemble of {len(used)} beats {best.name} on val beyond noise: {why}", ev)
 
 
-# ----------------------------------------------------------------------------- distillation
-
-
-class Tempered(nn.Module):
-    """The student as trained on soft targets: logits divided by the temperature."""
-
-    def __init__(self, student: nn.Module, temperature: float):
-        super().__init__()
-        self.student, self.temperature = student, temperature
-
-    def forward(self, x):
-        return self.student(x) / self.temperature
-
-
-def distill(cfg, ctx, ds, best: Member, members: list[Member], weights) -> tuple[nn.Module, dict[str, Any]]:
-    """One student of the best member's size trained on the ensemble's soft targets (train rows only)."""
-    from recipe.engine import train as E
-    from recipe.models import create
-
-    tr, va = ctx.tensors("train"), ctx.tensors("val")
-    teacher = combine([E.predict(m.model, tr.x) for m in members], weights, ds.task)   # (N, C) log-probs or (N,)
-    scfg = cfg.with_overrides(best.overrides)
-    student = create(scfg, ds, cfg.seed + 1000).to(ctx.device)
-    if ds.task == "classification":
-        soft = torch.softmax(teacher / TEMPERATURE, 1)                                  # (N, C) soft targets
-        target, net = E.Tensors(tr.x, soft), Tempered(student, TEMPERATURE)
-    else:
-        target, net = E.Tensors(tr.x, teacher.float()), student
-    r = E.fit_from_config(net, target, va, scfg, ds, eval_train=False, augment=None)
-    info = {"temperature": TEMPERATURE if ds.task == "classification" else None, "size_of": best.name,
-            "epochs": len(r.history), "seconds": round(r.seconds, 2), "stopped": r.stopped,
-            "overrides": best.overrides, "transfer_set": "train rows"}
-    return student.eval(), info
+# ----------------------------------------------------------------------------- costs
 
 
 def inference_cost(models: list[nn.Module], x: torch.Tensor) -> dict[str, float]:
@@ -364,97 +308,6 @@ def inference_cost(models: list[nn.Module], x: torch.Tensor) -> dict[str, float]
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return {"parameters": int(params), "ms_per_1000_rows": round(1000 * min(times) * 1000 / max(len(x), 1), 3)}
-
-
-# ----------------------------------------------------------------------------- the one look at test
-
-
-def calibration(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> dict[str, Any]:
-    """Expected calibration error over equal-width confidence bins (Guo et al. 2017)."""
-    conf = probs.max(1)
-    right = (probs.argmax(1) == y).astype(float)
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    counts = np.bincount(which, minlength=bins)
-    mean_conf = np.bincount(which, conf, bins) / np.maximum(counts, 1)
-    mean_acc = np.bincount(which, right, bins) / np.maximum(counts, 1)
-    ece = float(np.sum(counts / max(len(y), 1) * np.abs(mean_acc - mean_conf)))
-    return {"ece": ece, "bins": bins, "confidence": mean_conf, "accuracy": mean_acc, "counts": counts}
-
-
-def per_class(cm: np.ndarray, classes: list) -> list[dict[str, Any]]:
-    out = []
-    for k, name in enumerate(classes):
-        tp, support, predicted = cm[k, k], cm[k].sum(), cm[:, k].sum()
-        precision = tp / predicted if predicted else math.nan
-        recall = tp / support if support else math.nan
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else math.nan
-        out.append({"class": name, "precision": _r(precision), "recall": _r(recall), "f1": _r(f1),
-                    "support": int(support)})
-    return out
-
-
-def _r(v: float, nd: int = 4) -> Optional[float]:
-    return round(float(v), nd) if math.isfinite(v) else None
-
-
-def evaluate_test(cfg, ctx, ds, final_out: torch.Tensor, ty: torch.Tensor, others: dict[str, torch.Tensor]):
-    """Scores, interval, per-class table, confusion matrix and calibration of the final model on test."""
-    from recipe import plots
-
-    s = _score(final_out, ty, ds.task, ds.num_classes)
-    lo, hi = bootstrap_score(final_out, ty, ds.task, cfg.seed)
-    result: dict[str, Any] = {"score": s["score"], "ci95": [lo, hi], "loss": s["loss"], "rows": len(ty),
-                              "metric": "accuracy" if ds.task == "classification" else "R²",
-                              "others": {k: _score(o, ty, ds.task, ds.num_classes)["score"] for k, o in others.items()}}
-    if ds.task == "classification":
-        y = ty.cpu().numpy()
-        pred = final_out.argmax(1).cpu().numpy()
-        cm = np.zeros((ds.num_classes, ds.num_classes), dtype=np.int64)
-        np.add.at(cm, (y, pred), 1)
-        classes = [str(c) for c in ds.classes]
-        result["per_class"] = per_class(cm, classes)
-        result["confusion"] = cm.tolist()
-        cal = calibration(torch.exp(final_out).cpu().numpy(), y)
-        result["ece"] = cal["ece"]
-        result["calibration"] = {"bins": cal["bins"], "confidence": cal["confidence"].round(4).tolist(),
-                                 "accuracy": cal["accuracy"].round(4).tolist(), "counts": cal["counts"].tolist()}
-        ctx.artifacts.figure("confusion.png", plots.confusion_matrix(cm, classes))
-        ctx.artifacts.figure("reliability.png", plots.reliability_diagram(cal["confidence"], cal["accuracy"],
-                                                                          cal["counts"], cal["ece"]))
-    else:
-        std, mean = ds.target_stats["std"], ds.target_stats["mean"]
-        pred = final_out.reshape(-1).cpu().numpy() * std + mean
-        true = ty.cpu().numpy() * std + mean
-        result["rmse"] = float(np.sqrt(np.mean((pred - true) ** 2)))
-        ctx.artifacts.figure("predicted_vs_true.png", plots.predicted_vs_true(pred, true))
-    return result
-
-
-def check_test(result: dict[str, Any], ens_val: float, final: str, looks_before: int,
-               student: Optional[dict]) -> C.Check:
-    lo, hi = result["ci95"]
-    metric = result["metric"]
-    ev = {"final_model": final, "test_score": round(result["score"], 4), "ci95": [round(lo, 4), round(hi, 4)], "metric": metric,
-          "val_score": round(ens_val, 4), "test_rows": result["rows"], "looks_before": looks_before,
-          **{f"{k}_test": round(v, 4) for k, v in result["others"].items()}}
-    if "ece" in result:
-        ev["ece"] = round(result["ece"], 4)
-        ev["per_class_f1"] = {p["class"]: p["f1"] for p in result["per_class"]}
-    if "rmse" in result:
-        ev["rmse"] = round(result["rmse"], 4)
-    if student:
-        ev["student"] = {"val": round(student["val"], 4), "test": round(student["test"], 4),
-                         "temperature": student.get("temperature")}
-    look = "second look (forced, recorded)" if looks_before else "computed once"
-    title = f"{final.replace('_', ' ')}: test {metric} {result['score']:.4f} (95% CI {lo:.4f}–{hi:.4f}), {look}"
-    if ens_val > hi:
-        return C.make("ensemble.test", "warn", title + f"; below val {ens_val:.4f}: val was overfit by selection", ev,
-                      "Expect the test number in production; the val number is optimistic after tuning.")
-    if "ece" in result and result["ece"] > 0.1:
-        return C.make("ensemble.test", "warn", title + f"; poorly calibrated (ECE {result['ece']:.3f})", ev,
-                      "Do not read the probabilities as confidences: calibrate them (temperature scaling on val).")
-    return C.make("ensemble.test", "pass", title, ev)
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -484,22 +337,35 @@ def run(cfg, ctx) -> StageResult:
         checks = [check_gain(members, same, weights, ens_val_out, va.y, task, k, method, cfg.seed)]
         used = [(m, w) for m, w in zip(members, weights) if w > 0]
         bar.update(2)
+        # the model predict applies: the ensemble only where it earned its cost, else the best single model;
+        # a distilled student replaces it only where val says the student is not worse beyond noise
+        final = "ensemble" if checks[0].status != "fail" else "best_single"
+        why = "ensemble.gain passed: the ensemble beats its best member on val" if final == "ensemble" else \
+            f"ensemble.gain failed ({checks[0].title}): the best single model ships"
         student, student_info = None, None
         if cfg.ensemble.distill:
             student, student_info = distill(cfg, ctx, ds, best, [m for m, _ in used], [w for _, w in used])
-            sv = _score(E.predict(student, va.x), va.y, task, k)
-            student_info["val"] = sv["score"]
+            student_val_out = E.predict(student, va.x)
+            student_info["val"] = _score(student_val_out, va.y, task, k)["score"]
+            replaced_out = ens_val_out if final == "ensemble" else \
+                (torch.log_softmax(best.val_out.float(), 1) if task == "classification" else best.val_out)
+            verdict = check_student(student_val_out, replaced_out, final, va.y, task, k, cfg.seed)
+            checks.append(verdict)
+            student_info["shipped"] = verdict.status == "pass"
+            why = f"ensemble.distill: {verdict.title}"
+            if verdict.status == "pass":
+                final = "student"
+            else:
+                student_info["not_shipped_because"] = verdict.title
             bar.update(3)
         cost = {"ensemble": inference_cost([m.model for m, _ in used], va.x),
                 "best_single": inference_cost([best.model], va.x)}
         if student is not None:
             cost["student"] = inference_cost([student], va.x)
             student_info["cost"] = cost["student"]
-        # the model predict applies: the student when asked for, else the ensemble only where it earned its cost
-        final = "student" if student is not None else ("ensemble" if checks[0].status != "fail" else "best_single")
-        # ---- the one look at the test split: every choice above was made on val
-        looks_before = len(_ledger(ctx))
-        test = ds.open_test("ensemble.test")
+        # ---- the one look at the test split: every choice above was made on val. The look is on disk
+        # (fsynced) before the rows are handed out, so a kill from here on still leaves it recorded
+        test, look_index, looks_before = T.open_test(ctx, ds)
         tx = torch.from_numpy(np.ascontiguousarray(ds.normalize(test.x))).to(ctx.device)
         ty = torch.from_numpy(np.ascontiguousarray(ds.target(test.y))).to(ctx.device)
         test_outs = [E.predict(m.model, tx) for m, _ in used]
@@ -515,11 +381,14 @@ def run(cfg, ctx) -> StageResult:
             final_out = torch.log_softmax(single_out, 1) if task == "classification" else single_out
         else:
             final_out = ens_test_out
-        result = evaluate_test(cfg, ctx, ds, final_out, ty, others)
+        if student is not None and final != "student":
+            student_out = E.predict(student, tx)
+            others["student"] = torch.log_softmax(student_out, 1) if task == "classification" else student_out
+        result = T.evaluate_test(cfg, ctx, ds, final_out, ty, others)
         if student is not None:
-            student_info["test"] = result["score"]
+            student_info["test"] = result["score"] if final == "student" else result["others"]["student"]
         final_val = {"student": (student_info or {}).get("val"), "best_single": best.val}.get(final, ens_val["score"])
-        checks.append(check_test(result, final_val, final, looks_before, student_info))
+        checks.append(T.check_test(result, final_val, final, looks_before, student_info))
         bar.update(steps)
     # ---- artifacts: the ensemble as a loadable thing (member checkpoints + weights), and what predict needs
     saved = []
@@ -545,7 +414,7 @@ def run(cfg, ctx) -> StageResult:
     ctx.artifacts.json("ensemble.json", {
         "task": task, "classes": ds.classes, "feature_names": ds.feature_names, "shape": list(ds.shape),
         "normalization": ds.norm, "encoding": ds.encoding, "target_stats": ds.target_stats,
-        "target_column": cfg.data.target, "final": final, "method": method, "members": saved,
+        "target_column": cfg.data.target, "final": final, "final_reason": why, "method": method, "members": saved,
         "candidates": candidates, "same_model": same, "best_member": best.name,
         "best": {"checkpoint": "best.pt", "name": best.name, "overrides": best.overrides, "val": best.val},
         "val": ens_val["score"], "best_single_val": best.val, "test_metric": result["metric"],
@@ -553,17 +422,15 @@ def run(cfg, ctx) -> StageResult:
         "best_single_test": result["others"]["best_single"], "test_detail": test_json, "student": student_info,
         "inference_cost": cost, "data_fingerprint": ds.fingerprint,
     })
-    looks = _ledger(ctx) + [{"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                             "test_score": result["score"], "fingerprint": ds.fingerprint,
-                             "forced": bool(ctx.options.force)}]
-    atomic_write_json(_ledger_path(ctx), looks)
+    looks = T.finish_look(ctx, look_index, result["score"])
     lo, hi = result["ci95"]
     metric = result["metric"]
     summary = (f"ensemble of {len(saved)} ({method}) val {ens_val['score']:.4f} vs best single {best.val:.4f}; "
                f"final model: {final}; test {metric} {result['score']:.4f} [{lo:.4f}, {hi:.4f}] "
-               f"(best single {result['others']['best_single']:.4f})")
+               f"(best single {result['others']['best_single']:.4f}); {why}")
     metrics = {"val": ens_val["score"], "best_single_val": best.val, "test": result["score"], "test_ci95": [lo, hi],
                "best_single_test": result["others"]["best_single"], "members": len(saved), "final": final,
+               "final_reason": why,
                "inference_cost": cost}
     if "ece" in result:
         metrics["ece"] = result["ece"]
@@ -571,4 +438,4 @@ def run(cfg, ctx) -> StageResult:
         metrics["student"] = {"val": student_info["val"], "test": student_info["test"],
                               "temperature": student_info["temperature"]}
     return StageResult(checks, metrics=metrics, summary=summary,
-                       extra={"test_looks": len(looks), "second_look": looks_before > 0})
+                       extra={"test_looks": looks, "second_look": looks_before > 0})

@@ -207,17 +207,52 @@ def check_split_shift(ds, th) -> C.Check:
     return C.make("data.split-shift", "pass", f"splits share one distribution ({measure} <= {worst:.3f})", ev)
 
 
+def _prescaled_verdict(ds, found) -> C.Check | None:
+    """The user-side leak of 37 reasons #15: data scaled with statistics of val/test rows before recipe saw it.
+
+    Where recipe normalizes per feature (standard/minmax), its train-only statistics undo any earlier
+    per-feature affine scaling exactly, so no val/test statistic reaches the model: the finding is reported,
+    the check does not fail. Where the model sees the data as given (normalize: none, or per-channel image
+    statistics), data standardized or min-max scaled over all splits fails: someone normalized in recipe's
+    place with the statistics recipe refuses to use. Centering alone over all rows (what data providers
+    ship, e.g. sklearn's diabetes) warns: common, small, and fixed by data.normalize."""
+    undone = ds.norm["kind"] != "none" and ds.norm.get("per", "feature") == "feature"
+    if found is None or undone:
+        return None
+    what = (f"{found['features']} of {found['varying_features']} features arrive {found['kind']} with statistics "
+            f"of {found['pool']} (train alone is not): val/test rows shaped the scaling the model sees")
+    advice = ("Set data.normalize: standard (recipe's train-only statistics undo any earlier per-feature scaling "
+              "exactly), or scale with train statistics before handing the data over. If a data provider scaled "
+              "it and you accept that, cap the check with a reason (checks: data.scale: {severity: warn}).")
+    ev = {"normalize": ds.norm["kind"], "prescaled": found}
+    status = "warn" if found["kind"] == "centered" else "fail"
+    return C.make("data.scale", status, what, ev, advice)
+
+
 def check_scale(ds, th, moments) -> C.Check:
+    from recipe.stages.prescaled import prescaled
+
     x = ds.train.x
     kind = ds.norm["kind"]
     _, std = moments
     live = np.flatnonzero(np.isfinite(std) & (std > 1e-12))
+    found = prescaled(x, {"val": ds.val.x, "test": ds.raw_test().x}, ds.feature_names)
+    leak = _prescaled_verdict(ds, found)
+    if leak is not None:
+        return leak
     ev: dict[str, Any] = {"normalize": kind}
+    if found is not None:      # reported; recipe's per-feature normalization undid it (see _prescaled_verdict)
+        ev["prescaled"] = {**found, "undone_by": f"data.normalize: {kind} (train-only, per feature)"}
     if kind == "none":
-        if live.size < 2:
-            return C.make("data.scale", "pass", "fewer than two varying features: nothing to compare", ev)
+        absmax = float(np.nanmax(np.abs(np.where(np.isfinite(x), x, np.nan)))) if live.size else 0.0
+        if live.size < 2:     # no scales to compare; magnitude is still judged
+            ev["max_abs"] = absmax
+            if absmax > 1e3:
+                return C.make("data.scale", "warn", f"unnormalized values reach {absmax:.3g}", ev,
+                              "Set data.normalize: standard (statistics from train only).")
+            return C.make("data.scale", "skip", f"{live.size} varying feature(s): no scales to compare, values "
+                          f"within ±{absmax:.3g}", ev)
         ratio = float(std[live].max() / std[live].min())
-        absmax = float(np.nanmax(np.abs(np.where(np.isfinite(x), x, np.nan))))
         ev.update(std_ratio=round(ratio, 2), largest=ds.feature_names[int(live[std[live].argmax()])],
                   smallest=ds.feature_names[int(live[std[live].argmin()])], max_abs=absmax,
                   max_range_ratio=th["max_range_ratio"])
@@ -252,9 +287,9 @@ def check_scale(ds, th, moments) -> C.Check:
         c = ds.shape[0]
         z = z.reshape(len(z), c, -1).transpose(1, 0, 2).reshape(c, -1).T
         live = np.flatnonzero(np.nanstd(z, axis=0) > 1e-12)
-    if not same:
-        return C.make("data.scale", "fail", "normalization statistics do not match the train split's", ev,
-                      "Compute normalization statistics on train only; val/test statistics leak into training.")
+    if not same:   # internal consistency: recipe's own statistics must be the train split's (a bug otherwise)
+        return C.make("data.scale", "fail", "internal: recipe's normalization statistics do not match the train "
+                      "split's", ev, "This is a bug in recipe: report it with the record; do not trust the run.")
     if kind == "standard" and live.size:
         mean, sd = column_moments(z)
         mean, sd = mean[live], sd[live]
@@ -265,15 +300,23 @@ def check_scale(ds, th, moments) -> C.Check:
             ev["worst_feature"] = ds.feature_names[j]
             return C.make("data.scale", "fail", "normalized train features are not mean 0 / std 1", ev,
                           "Check the normalization step: a feature was not standardized.")
-        return C.make("data.scale", "pass", "train features standardized (mean ~0, std ~1) with train-only statistics",
-                      ev)
+        return C.make("data.scale", "pass", "train features standardized (mean ~0, std ~1) with train-only statistics"
+                      + _undone_note(found), ev)
     if kind == "minmax" and live.size:
         lo, hi = float(np.nanmin(z[:, live])), float(np.nanmax(z[:, live]))
         ev.update(min=lo, max=hi)
         if lo < -1e-4 or hi > 1 + 1e-4:
             return C.make("data.scale", "fail", f"min-max normalized train spans [{lo:.3g}, {hi:.3g}], not [0, 1]", ev,
                           "Check the normalization step.")
-    return C.make("data.scale", "pass", f"train features normalized ({kind}) with train-only statistics", ev)
+    return C.make("data.scale", "pass", f"train features normalized ({kind}) with train-only statistics"
+                  + _undone_note(found), ev)
+
+
+def _undone_note(found) -> str:
+    if found is None:
+        return ""
+    return (f"; the input arrived {found['kind']} over {found['pool']}, which recipe's per-feature train-only "
+            "normalization undoes exactly")
 
 
 def check_order(ds, th, batch_size: int) -> C.Check:
@@ -331,6 +374,8 @@ def check_size(ds, th) -> C.Check:
 
 
 def check_outliers(ds, th) -> C.Check:
+    """Values beyond `z` robust standard deviations: any one is a warning that names its column and rows;
+    more than `max_fraction` of all train cells fails (sentinels such as -999, unit slips, corrupt columns)."""
     x = ds.train.x
     finite = all_finite(x)
     fin = x if finite else np.where(np.isfinite(x), x, np.nan)
@@ -341,12 +386,18 @@ def check_outliers(ds, th) -> C.Check:
         # centre and spread from (a sample of) train, z on every row; one column per contiguous row of ref.T:
         # a median along axis 0 partitions strided columns, 5x slower
         ref = np.ascontiguousarray(ref.T)
-        median, mean, std = (np.median, np.mean, np.std) if finite else (np.nanmedian, np.nanmean, np.nanstd)
+        median, mean, std, lo, hi = (np.median, np.mean, np.std, np.min, np.max) if finite else \
+            (np.nanmedian, np.nanmean, np.nanstd, np.nanmin, np.nanmax)
         med = median(ref, 1)
         mad = 1.4826 * median(np.abs(ref - med[:, None]), 1)
         mean, sd = mean(ref, 1), std(ref, 1)
-        center = np.where(mad > 1e-12, med, mean)
+        lo, hi = lo(ref, 1), hi(ref, 1)
+        # a column of two values (a one-hot level, a flag) has no outliers in its rare value, which is a
+        # category; only a value outside its two (a -999 in a 0/1 column) counts
+        binary = np.all((ref == lo[:, None]) | (ref == hi[:, None]) | np.isnan(ref), 1) & (hi > lo)
+        center = np.where(binary, (lo + hi) / 2, np.where(mad > 1e-12, med, mean))
         spread = np.where(mad > 1e-12, mad, np.where(sd > 1e-12, sd, np.inf))
+        spread = np.where(binary, (hi - lo) * (0.5 + 1e-6) / th["z"], spread)
         limit = (th["z"] * spread).astype(np.float32)      # |x - centre| > z * spread, a block of rows at a time
         center = center.astype(np.float32)
         rows = np.zeros(len(fin), bool)
@@ -363,25 +414,41 @@ def check_outliers(ds, th) -> C.Check:
             if hit.any():
                 rows[i:i + step] = hit
                 per_col += c[hit].sum(0)
+        flagged = np.flatnonzero(rows)                    # a second look at the flagged rows only: rows per column
+        cells = np.abs(fin[flagged] - center) > limit
+        zmax = np.where(cells, np.abs(fin[flagged] - center) / spread.astype(np.float32), 0)
     n_cells = int(per_col.sum())
     frac = n_cells / fin.size if fin.size else 0.0
+    worst = [int(j) for j in np.argsort(-per_col, kind="stable")[:EXAMPLES] if per_col[j]]
+    per_column = {ds.feature_names[j]: {"count": int(per_col[j]), "rows": _rows(ds.train, flagged[cells[:, j]]),
+                                        "max_z": round(float(zmax[:, j].max()), 1)} for j in worst}
     ev: dict[str, Any] = {"cells": n_cells, "fraction": round(frac, 6), "z": th["z"], "rows_checked": len(fin),
                           "centre_and_spread_from_rows": ref.shape[1],
-                          "scale": "robust (median/MAD; mean/std where MAD is 0)",
+                          "scale": "robust (median/MAD; mean/std where MAD is 0; two-valued columns exempt)",
                           "max_fraction": th["max_fraction"], "example_rows": _rows(ds.train, rows),
-                          "columns": [ds.feature_names[j] for j in np.argsort(-per_col)[:EXAMPLES] if per_col[j]]}
-    status, title, advice = "pass", f"{n_cells} values beyond {th['z']:.0f} standard deviations", ""
-    if frac > th["max_fraction"]:
-        status, advice = "warn", "Look at those rows: clip, log-transform or fix the values if they are errors."
-        title = f"{n_cells} values ({frac:.2%}) lie beyond {th['z']:.0f} standard deviations"
+                          "columns": [ds.feature_names[j] for j in worst], "per_column": per_column,
+                          "columns_with_outliers": int((per_col > 0).sum()), "two_valued_columns": int(binary.sum())}
+    status, title, advice = "pass", f"no value beyond {th['z']:.0f} robust standard deviations", ""
+    if n_cells:
+        first = ds.feature_names[worst[0]]
+        more = int((per_col > 0).sum()) - 1
+        title = (f"{n_cells} values ({frac:.3%} of train cells) beyond {th['z']:.0f} robust standard deviations: "
+                 f"{per_column[first]['count']} in '{first}' (rows {', '.join(map(str, per_column[first]['rows']))})"
+                 + (f" and {more} more column(s)" if more else ""))
+        status = "fail" if frac > th["max_fraction"] else "warn"
+        advice = ("Look at those rows: clip, log-transform or fix the values if they are errors (a sentinel such as "
+                  "-999, a unit slip); heavy but genuine tails can stay.")
     if ds.task == "regression":
         y = ds.train.y[np.isfinite(ds.train.y)].astype(np.float64)
         if y.size > 3 and y.std() > 0:
             kurt = float(np.mean(((y - y.mean()) / y.std()) ** 4) - 3)
             ev.update(target_excess_kurtosis=round(kurt, 3), target_mean=float(y.mean()), target_std=float(y.std()))
             if kurt > 10:
-                status, title = "warn", f"the target is heavy-tailed (excess kurtosis {kurt:.1f})"
-                advice = "Consider a log transform of the target or a robust loss; MSE will chase the tail."
+                heavy = f"the target is heavy-tailed (excess kurtosis {kurt:.1f})"
+                title = heavy if status == "pass" else f"{title}; {heavy}"
+                status = "warn" if status == "pass" else status
+                advice = (advice + " " if advice else "") + \
+                    "Consider a log transform of the target or a robust loss; MSE will chase the tail."
     return C.make("data.outliers", status, title, ev, advice)
 
 

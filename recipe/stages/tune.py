@@ -661,6 +661,8 @@ def check_boundary(complete, space, th) -> C.Check:
     advice = ("Widen the range past that edge in tune.space and tune again. The rule: best value in the outer "
               f"{edge:.0%} (or the last choice) warns; it fails when val also rises toward that edge across "
               f"trials (Spearman rho >= {trend}, at least {min_trials} trials): the optimum is then outside.")
+    if not rows:     # nothing was judged (one-choice lists, keys the trials did not sample): say so
+        return C.make("tune.boundary", "skip", "no tuned parameter has a range the best trial can sit in", ev)
     if failing:
         return C.make("tune.boundary", "fail", "the optimum lies beyond the range: " + "; ".join(failing + warning),
                       ev, advice)

@@ -217,3 +217,122 @@ def test_channels_last_shape_and_raw_pixels_warn(tmp_path):
     c = check(rec, "data.images")
     assert c["status"] == "warn"
     assert "channels-last" in c["title"] and "not normalized" in c["title"]
+
+
+# ----------------------------------------------------------------------------- data.scale: scaled with all rows
+
+
+def _scaled_all(x, how):
+    if how == "standard":
+        return (x - x.mean(0)) / x.std(0)
+    return (x - x.min(0)) / (x.max(0) - x.min(0))
+
+
+@pytest.mark.parametrize("how,kind", [("standard", "standardized"), ("minmax", "min-max scaled")])
+def test_data_scaled_with_all_splits_statistics_fails(tmp_path, how, kind):
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)
+    np.savez(tmp_path / "d.npz", x=_scaled_all(x, how), y=y)      # the leak of 37 reasons #15, done by the user
+    r, rec = inspect(tmp_path, "{source: d.npz, normalize: none}")
+    c = check(rec, "data.scale")
+    assert r.exit_code == 1 and c["status"] == "fail", c
+    found = c["evidence"]["prescaled"]
+    assert found["kind"] == kind and found["pool"] == "train+val+test" and found["features"] >= 1
+    assert "val/test rows shaped the scaling" in c["title"] and "data.normalize: standard" in c["advice"]
+
+
+def test_split_files_scaled_with_pooled_statistics_fail_and_train_only_scaling_passes(tmp_path):
+    from sklearn.datasets import load_wine
+
+    x, y = load_wine(return_X_y=True)
+    idx = np.random.default_rng(0).permutation(len(y))
+    parts = {"train": idx[:120], "val": idx[120:150], "test": idx[150:]}
+    mean, std = x.mean(0), x.std(0)                                   # statistics of every row
+    spec = _save_splits(tmp_path, {k: ((x[i] - mean) / std, y[i]) for k, i in parts.items()})
+    r, rec = inspect(tmp_path, spec.replace("}", ", normalize: none}"))
+    assert check(rec, "data.scale")["status"] == "fail"
+    tr = x[parts["train"]]
+    mean, std = tr.mean(0), tr.std(0)                                 # train only: what recipe itself does
+    spec = _save_splits(tmp_path, {k: ((x[i] - mean) / std, y[i]) for k, i in parts.items()})
+    r, rec = inspect(tmp_path, spec.replace("}", ", normalize: none}"), name="clean")
+    c = check(rec, "data.scale")
+    assert c["status"] == "pass" and "prescaled" not in c["evidence"], c
+
+
+def test_scaled_with_all_rows_but_renormalized_by_recipe_passes_and_says_so(tmp_path):
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)
+    np.savez(tmp_path / "d.npz", x=_scaled_all(x, "standard"), y=y)
+    r, rec = inspect(tmp_path, "{source: d.npz}")                     # data.normalize: standard (the default)
+    c = check(rec, "data.scale")
+    assert c["status"] == "pass" and c["evidence"]["prescaled"]["kind"] == "standardized", c
+    assert "undoes exactly" in c["title"]
+
+
+@pytest.mark.parametrize("name", ["iris", "wine", "breast_cancer", "digits"])
+def test_raw_bundled_sets_show_no_prescaling(tmp_path, name):
+    r, rec = inspect(tmp_path, f"{{source: 'builtin:{name}', normalize: none}}", name=name)
+    c = check(rec, "data.scale")
+    assert c["status"] in ("pass", "warn") and "prescaled" not in c["evidence"], c
+
+
+def test_provider_centered_diabetes_warns_only_when_recipe_does_not_normalize(tmp_path):
+    r, rec = inspect(tmp_path, "{source: 'builtin:diabetes', normalize: none}", name="none")
+    c = check(rec, "data.scale")
+    assert c["status"] == "warn" and c["evidence"]["prescaled"]["kind"] == "centered", c
+    r, rec = inspect(tmp_path, "{source: 'builtin:diabetes'}", name="standard")
+    c = check(rec, "data.scale")
+    assert c["status"] == "pass" and c["evidence"]["prescaled"]["undone_by"].startswith("data.normalize: standard")
+
+
+# ----------------------------------------------------------------------------- data.outliers: found means said
+
+
+def _outlier_npz(path, column_values, rows, n=2000, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5))
+    x[rows, 2] = column_values
+    np.savez(path, x=x, y=(x[:, 0] > 0).astype(int))
+
+
+def test_five_extreme_values_warn_naming_column_and_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 5))
+    y = (x[:, 0] > 0).astype(int)
+    x[[3, 17, 404, 1200, 1399], 2] = 50.0                # five values 50 sd out, all in the train file
+    spec = _save_splits(tmp_path, {"train": (x[:1400], y[:1400]), "val": (x[1400:1700], y[1400:1700]),
+                                   "test": (x[1700:], y[1700:])})
+    r, rec = inspect(tmp_path, spec)
+    c = check(rec, "data.outliers")
+    assert c["status"] == "warn", c
+    col = c["evidence"]["per_column"]["x2"]
+    assert col["count"] == 5 and sorted(col["rows"]) == [3, 17, 404, 1200, 1399] and col["max_z"] > 40
+    assert "'x2'" in c["title"] and "rows" in c["title"]
+
+
+def test_sentinel_in_ten_percent_of_a_column_fails(tmp_path):
+    _outlier_npz(tmp_path / "d.npz", -999.0, np.arange(0, 2000, 10))
+    r, rec = inspect(tmp_path, "{source: d.npz}")
+    c = check(rec, "data.outliers")
+    assert r.exit_code == 1 and c["status"] == "fail", c
+    assert c["evidence"]["fraction"] > c["evidence"]["max_fraction"] and c["evidence"]["columns"] == ["x2"]
+
+
+def test_rare_one_hot_level_is_no_outlier_but_a_value_outside_it_is(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 4))
+    x[:, 3] = 0.0
+    x[::500, 3] = 1.0                                  # a flag set on 0.2% of rows: a category, not an outlier
+    np.savez(tmp_path / "d.npz", x=x, y=(x[:, 0] > 0).astype(int))
+    r, rec = inspect(tmp_path, "{source: d.npz}")
+    c = check(rec, "data.outliers")
+    assert c["status"] == "pass" and c["evidence"]["two_valued_columns"] == 1, c
+    sentinel = np.arange(1, 3000, 150)                 # 20 rows where the flag reads -999: those are outliers
+    x[sentinel, 3] = -999.0
+    np.savez(tmp_path / "d.npz", x=x, y=(x[:, 0] > 0).astype(int))
+    r, rec = inspect(tmp_path, "{source: d.npz}", name="sentinel")
+    c = check(rec, "data.outliers")
+    col = c["evidence"]["per_column"]["x3"]
+    assert c["status"] == "warn" and col["count"] >= 5 and set(col["rows"]) <= set(sentinel.tolist()), c

@@ -87,3 +87,25 @@ def test_lr_10_blows_up(inspected):
     rec = record(runs, "zoo", "baseline")
     failed = {c["id"] for c in rec["checks"] if c["status"] == "fail"}
     assert failed & {"health.non-finite", "health.exploding"}, failed
+
+
+def test_broken_user_init_is_reported_with_the_numbers(inspected):
+    """An output bias of 1000 on class 0: recipe's bias init repairs recipe's runs, the checks still say so."""
+    r, rec = baseline_with(inspected, "HugeOutputBias")
+    init = check(rec, "baseline.init-loss")
+    assert init["status"] == "warn", init
+    assert 800 < init["evidence"]["initial_loss_as_built"] < 1000
+    assert abs(init["evidence"]["initial_loss"] - init["evidence"]["expected"]) < 0.3
+    assert "as built" in init["title"] and f"{init['evidence']['initial_loss_as_built']:.4g}" in init["title"]
+    bias = check(rec, "baseline.bias-init")
+    assert bias["status"] == "warn" and bias["evidence"]["as_built"]["tv_distance"] > 0.8, bias
+    assert bias["evidence"]["after_recipe_init"]["tv_distance"] < 0.1
+
+
+def test_gradcheck_names_modules_it_could_not_verify(inspected):
+    r, rec = baseline_with(inspected, "Uncheckable")
+    g = check(rec, "baseline.gradcheck")
+    assert g["status"] == "warn" and g["evidence"]["verified"] == 0, g
+    why = g["evidence"]["not_verified"]
+    assert "float64" in why["fixed"] and why["lookup"] == "saw no float input" and "float64" in why["Uncheckable"]
+    assert "none of the 3 custom module(s)" in g["title"]

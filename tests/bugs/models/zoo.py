@@ -204,6 +204,86 @@ class OutputsForLabelsOneToC(nn.Module):
         return self.net(x)
 
 
+class HugeOutputBias(nn.Module):
+    """The factory's own init is broken: an output bias of 1000 on class 0 (initial loss ~900 against ln 10).
+    recipe's output-bias init repairs it for recipe's runs; the checks must still report it."""
+
+    def __init__(self, input_shape, num_outputs):
+        super().__init__()
+        self.net = _mlp(_d(input_shape), num_outputs)
+        with torch.no_grad():
+            self.net[-1].bias.zero_()
+            self.net[-1].bias[0] = 1000.0
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class _Float32Matmul(nn.Module):
+    """Holds its weight as a plain float32 tensor (not a parameter or buffer): it cannot run in float64."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.w = torch.eye(d)
+
+    def forward(self, x):
+        return x @ self.w
+
+
+class _Lookup(nn.Module):
+    """Receives integer indices only: no float input to gradcheck."""
+
+    def __init__(self, n, k):
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(n, k))
+
+    def forward(self, idx):
+        return self.table[idx.clamp(0, len(self.table) - 1)]
+
+
+class Uncheckable(nn.Module):
+    """Two custom modules gradcheck cannot verify (and the model itself, which contains the float32 one)."""
+
+    def __init__(self, input_shape, num_outputs):
+        super().__init__()
+        d = _d(input_shape)
+        self.fixed = _Float32Matmul(d)
+        self.lookup = _Lookup(4, num_outputs)
+        self.net = _mlp(d, num_outputs)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        bucket = (x[:, 0] > 0).long()
+        return self.net(self.fixed(x)) + self.lookup(bucket)
+
+
+class _Scale(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(width))
+
+    def forward(self, x):
+        return x * self.gain
+
+
+class NinthCustomIsWrong(nn.Module):
+    """Nine custom layers in a row, the ninth with a wrong backward, inside a model that cannot run in float64:
+    checking "the first 8" custom modules misses it."""
+
+    def __init__(self, input_shape, num_outputs, width=32):
+        super().__init__()
+        self.fixed = _Float32Matmul(_d(input_shape))
+        self.inp = nn.Linear(_d(input_shape), width)
+        self.layers = nn.ModuleList([_Scale(width) for _ in range(8)] + [BadReLU()])
+        self.out = nn.Linear(width, num_outputs)
+
+    def forward(self, x):
+        h = self.inp(self.fixed(x.flatten(1)))
+        for layer in self.layers:
+            h = layer(h)
+        return self.out(h)
+
+
 # the zoo: factory -> (check ids that must fail (any of), words in the failing check's title)
 ZOO = {
     "IgnoresInput": (("baseline.input-independent",), "zeroed inputs"),
@@ -212,6 +292,7 @@ ZOO = {
     "FrozenLayer": (("baseline.grad-flow",), "frozen"),
     "UnusedLayer": (("baseline.grad-flow",), "unused"),
     "WrongBackward": (("baseline.gradcheck",), "act"),
+    "NinthCustomIsWrong": (("baseline.gradcheck",), "layers.8"),
     "Unseeded": (("baseline.seed",), "differ"),
     "Overconfident": (("baseline.init-loss",), "too high"),
     "ShiftedOutput": (("baseline.bias-init",), "priors"),
