@@ -475,12 +475,15 @@ def check_signal(ds, th, seed: int) -> C.Check:
     folds = min(3, int(np.bincount(y).min())) if cls else 3
     if folds < 2:
         return C.make("data.signal", "skip", "a class has a single train sample: no cross-validation possible")
-    probes = {"linear": RidgeClassifier() if cls else Ridge(),   # closed form: fast on shuffled labels too
+    # classes weighted equally and scored on balanced accuracy: on imbalanced data (95/5) plain probes predict the
+    # majority for real and shuffled labels alike, and accuracy cannot tell them apart
+    weights = {"class_weight": "balanced"} if cls else {}
+    probes = {"linear": RidgeClassifier(**weights) if cls else Ridge(),   # closed form: fast on shuffled labels too
               "trees": (ExtraTreesClassifier if cls else ExtraTreesRegressor)(n_estimators=20, random_state=seed,
                                                                                 n_jobs=1, min_samples_leaf=5,
-                                                                                max_depth=12)}
+                                                                                max_depth=12, **weights)}
     shuffled = np.random.default_rng(seed).permutation(y)
-    scoring = "accuracy" if cls else "r2"
+    scoring = "balanced_accuracy" if cls else "r2"
     ev: dict[str, Any] = {"metric": scoring, "min_gain": th["min_gain"], "rows": len(y), "folds": folds,
                           "sampled": len(y) < len(ds.train.y), "train_rows": len(ds.train.y)}
     best_gain = -np.inf

@@ -11,8 +11,6 @@ seed: 0
 data: {{source: d.npz}}
 model: {{kind: {model}}}
 train: {{lr: 3.0e-3, batch_size: 64, epochs: 10}}
-checks:
-  data.signal: {{severity: warn, reason: "its probes are scored on accuracy, which 95/5 data saturates (reported)"}}
 """
 
 
@@ -105,3 +103,13 @@ def test_tune_boundary_is_skip_when_no_parameter_has_a_range():
     trial = SimpleNamespace(params={"train.batch_size": 32}, value=0.9, number=0)
     c = check_boundary([trial], {"train.batch_size": {"choices": [32]}}, C.thresholds("tune.boundary"))
     assert c.status == "skip" and c.evidence["params"] == {}
+
+
+def test_data_signal_scores_balanced_accuracy_so_95_5_data_passes(tmp_path):
+    from tests.conftest import invoke, record, write_config
+
+    _imbalanced_npz(tmp_path / "d.npz")
+    cfg = write_config(tmp_path, IMBALANCED, name="sig", model="mlp")
+    assert invoke("inspect", cfg, "--runs", tmp_path / "runs").exit_code == 0
+    c = next(c for c in record(tmp_path / "runs", "sig", "inspect")["checks"] if c["id"] == "data.signal")
+    assert c["status"] == "pass" and c["evidence"]["metric"] == "balanced_accuracy", c
