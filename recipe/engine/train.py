@@ -1,13 +1,15 @@
 """The one training loop (DESIGN §6): device-resident data batched by index, seeds, early stopping,
-max_seconds, whole-split evaluation, metrics.jsonl, atomic checkpoints, bf16 autocast on CUDA."""
+max_seconds, whole-split evaluation, metrics.jsonl, atomic checkpoints, bf16/fp16 autocast with a float32 loss."""
 from __future__ import annotations
 
 import contextlib
 import copy
 import json
 import math
+import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -18,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from recipe.engine.monitors import Health, NonFiniteLoss
+from recipe.engine.runlog import RunLog
+from recipe.devices import check_device_name
 from recipe.errors import ModelError, RecipeError
 
 
@@ -28,11 +32,42 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RecipeError("--device cuda: no CUDA device is available here")
+    check_device_name(name)
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RecipeError(f"--device {name}: no CUDA device is available here")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise RecipeError(f"--device {name}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        # cuBLAS reads this when it first creates its workspace: set it before any CUDA work, so that
+        # baseline.seed can switch deterministic algorithms on later (deterministic() below)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     return torch.device(name)
+
+
+@contextlib.contextmanager
+def deterministic(device: torch.device):
+    """Deterministic kernels on CUDA for the block (baseline.seed's two runs), restored afterwards.
+
+    cuDNN's fastest convolution algorithms and atomics-based reductions differ run to run; without this a
+    CNN fails baseline.seed on nondeterminism that no user seed can remove. CPU kernels are deterministic."""
+    if device.type != "cuda":
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True, warn_only=True)   # an op without a deterministic kernel warns
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
 
 
 @dataclass
@@ -94,27 +129,103 @@ def check_output(out: torch.Tensor, batch: int, task: str, num_outputs: int) -> 
     return out
 
 
+_PRECISION_NOTES: set[str] = set()
+
+
+def _bf16_supported(device: torch.device) -> bool:
+    return device.type != "cuda" or torch.cuda.is_bf16_supported()
+
+
+def resolve_precision(device: torch.device, precision: str) -> tuple[str, str]:
+    """The precision a run really uses (fp32, bf16 or fp16) and, where it differs from the request, why.
+
+    auto is bf16 on a CUDA device that supports it, fp16 (with a gradient scaler) on an older GPU, fp32 on CPU.
+    bf16 asked for on a GPU without bf16 (before Ampere) falls back to fp16, which such GPUs run natively."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return "fp32", ""
+        return ("bf16", "") if _bf16_supported(device) else \
+            ("fp16", f"precision auto: {torch.cuda.get_device_name(device)} has no bf16; using fp16 with a gradient scaler")
+    if precision == "bf16" and not _bf16_supported(device):
+        return "fp16", (f"train.precision bf16: {torch.cuda.get_device_name(device)} has no bf16; "
+                        "using fp16 with a gradient scaler instead")
+    return precision, ""
+
+
+def _note(message: str) -> None:
+    """Say a precision fallback once per process (a warning: the CLI shows it on stderr; library code prints nothing)."""
+    if message and message not in _PRECISION_NOTES:
+        _PRECISION_NOTES.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
 def _autocast(device: torch.device, precision: str):
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+    used, note = resolve_precision(device, precision)
+    _note(note)
+    if used == "fp32":
         return None
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    dtype = torch.float16 if used == "fp16" else torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+EVAL_MEMORY_FRACTION = 0.25    # of the free device memory one evaluation chunk may take
+CPU_EVAL_BYTES = 256 * 2**20   # per chunk on CPU: big enough to amortize the call, small next to RAM
+MIN_EVAL_BATCH = 64
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def eval_batch_size(model: nn.Module, x: torch.Tensor, precision: str = "auto") -> int:
+    """Rows per evaluation chunk from the memory one row needs, not a fixed number.
+
+    On CUDA one probe forward of MIN_EVAL_BATCH rows measures the peak memory a row costs (activations of
+    the widest layer included) and the chunk takes EVAL_MEMORY_FRACTION of what is free; on CPU the chunk
+    holds CPU_EVAL_BYTES of input. predict() halves it again on an out-of-memory error."""
+    n = len(x)
+    if n <= MIN_EVAL_BATCH:
+        return max(n, 1)
+    row_bytes = max(1, x[0].numel() * x.element_size())
+    if x.device.type != "cuda":
+        return int(min(n, max(MIN_EVAL_BATCH, CPU_EVAL_BYTES // row_bytes)))
+    ac = _autocast(x.device, precision)
+    torch.cuda.synchronize(x.device)
+    base = torch.cuda.memory_allocated(x.device)
+    torch.cuda.reset_peak_memory_stats(x.device)
+    with torch.no_grad(), (ac if ac is not None else contextlib.nullcontext()):
+        model(x[:MIN_EVAL_BATCH])
+    per_row = max(row_bytes, (torch.cuda.max_memory_allocated(x.device) - base) // MIN_EVAL_BATCH)
+    free, _ = torch.cuda.mem_get_info(x.device)
+    return int(min(n, max(MIN_EVAL_BATCH, EVAL_MEMORY_FRACTION * free // per_row)))
+
+
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch: int = 8192, train_mode: bool = False,
+def predict(model: nn.Module, x: torch.Tensor, batch: Optional[int] = None, train_mode: bool = False,
             precision: str = "auto") -> torch.Tensor:
-    """Model outputs for every row of x, in float32."""
+    """Model outputs for every row of x, in float32, in chunks that fit in memory (eval_batch_size)."""
     was = model.training
     model.train(train_mode)
-    ac = _autocast(x.device, precision)
-    outs = []
-    for i in range(0, len(x), batch):
-        with ac if ac is not None else contextlib.nullcontext():
-            outs.append(model(x[i:i + batch]).float())
-    model.train(was)
-    out = torch.cat(outs) if outs else torch.zeros(0, device=x.device)
-    return out
+    try:
+        batch = batch or eval_batch_size(model, x, precision)
+        while True:
+            try:
+                outs, i = [], 0
+                for i in range(0, len(x), batch):
+                    ac = _autocast(x.device, precision)
+                    with ac if ac is not None else contextlib.nullcontext():
+                        outs.append(model(x[i:i + batch]).float())
+                break
+            except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
+                if not _is_oom(e) or batch <= 1:
+                    raise
+                outs = []
+                if x.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                batch = max(1, batch // 2)
+    finally:
+        model.train(was)
+    return torch.cat(outs) if outs else torch.zeros(0, device=x.device)
 
 def score_outputs(out: torch.Tensor, y: torch.Tensor, task: str, num_classes: int = 0) -> dict[str, Any]:
     """Loss, score (accuracy or R²) and per-class accuracy from outputs on a whole split."""
@@ -136,6 +247,7 @@ def score_outputs(out: torch.Tensor, y: torch.Tensor, task: str, num_classes: in
 
 def evaluate(model: nn.Module, t: Tensors, task: str, num_classes: int = 0, train_mode: bool = False,
              precision: str = "auto") -> dict[str, Any]:
+    """Loss, score and per-class accuracy of `model` on a whole split, under the run's precision."""
     out = predict(model, t.x, train_mode=train_mode, precision=precision)
     return score_outputs(out, t.y, task, num_classes)
 
@@ -157,6 +269,7 @@ class RunResult:
     seconds: float = 0.0
     health: list = field(default_factory=list)
     first_loss: float = float("nan")
+    precision: str = "fp32"                                  # what the run really used (resolve_precision)
 
     @property
     def samples_per_second(self) -> float:
@@ -231,9 +344,13 @@ def fit(
     model.to(device)
     opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
     compute_loss = loss_fn(task)
-    ac = _autocast(device, precision)
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    health = Health(model, every=monitor_every, thresholds=health_thresholds)
+    used, note = resolve_precision(device, precision)
+    _note(note)
+    ac = _autocast(device, used)
+    scaler = torch.amp.GradScaler(device.type) if used == "fp16" else None
+    log = RunLog(metrics_path)
+    health = Health(model, every=monitor_every, thresholds=health_thresholds, amp_scaled=scaler is not None,
+                    on_flush=log.step)
     n = len(train)
     bs = min(batch_size, n)
     metric = (early_stopping or {}).get("metric", "val_loss")
@@ -241,7 +358,7 @@ def fit(
     result = RunResult()
     best_value, best_state, since_best = math.inf, None, 0
     last_eval: Optional[dict] = None
-    metrics_file = open(metrics_path, "a") if metrics_path else None
+    result.precision = used
     num_outputs = num_classes if task == "classification" else 1
     start = time.perf_counter()
     step = 0
@@ -268,7 +385,7 @@ def fit(
                     out = check_output(out, len(idx), task, num_outputs)
                 elif task == "regression" and out.ndim == 2:
                     out = out[:, 0]
-                loss = compute_loss(out, yb)
+                loss = compute_loss(out.float(), yb)    # float32 loss under bf16/fp16 autocast
                 if step == 0:
                     result.first_loss = float(loss.detach())
                 opt.zero_grad(set_to_none=True)
@@ -278,6 +395,7 @@ def fit(
                     opt.step()
                 else:
                     scaler.scale(loss).backward()
+                    scaler.unscale_(opt)        # the monitors read the true gradients, not 65536x them
                     health.before_step(step)
                     scaler.step(opt)
                     scaler.update()
@@ -292,14 +410,15 @@ def fit(
             health.on_epoch_end(train_loss)
             row: dict[str, Any] = {"epoch": epoch + 1, "step": step, "train_loss": train_loss}
             if val is not None:
-                v = evaluate(model, val, task, num_classes, precision=precision)
+                v = evaluate(model, val, task, num_classes, precision=used)
                 last_eval = v
                 row.update(val_loss=v["loss"], val_score=v["score"])
+                row["val_accuracy" if task == "classification" else "val_r2"] = v["score"]
+                if "per_class" in v:
+                    row["val_per_class"] = v["per_class"]
             row["seconds"] = round(time.perf_counter() - start, 4)
             result.history.append(row)
-            if metrics_file:
-                metrics_file.write(json.dumps(row) + "\n")
-                metrics_file.flush()
+            log.epoch(row)
             if progress:
                 progress(epoch + 1, row)
             if val is not None:
@@ -325,8 +444,7 @@ def fit(
     except Pruned:
         result.stopped = "pruned"
     finally:
-        if metrics_file:
-            metrics_file.close()
+        log.close()
     result.steps = step
     result.seconds = time.perf_counter() - start
     restored = False
@@ -336,9 +454,9 @@ def fit(
     if val is not None and result.stopped != "non_finite":
         # the weights are those of the last evaluation unless the best epoch was restored: reuse it
         result.best = dict(last_eval) if (last_eval is not None and not restored and result.stopped != "pruned") else \
-            evaluate(model, val, task, num_classes, precision=precision)
+            evaluate(model, val, task, num_classes, precision=used)
     if eval_train and result.stopped != "non_finite":
-        result.final_train = evaluate(model, train, task, num_classes, precision=precision)
+        result.final_train = evaluate(model, train, task, num_classes, precision=used)
     result.health = health.checks()
     return result
 
