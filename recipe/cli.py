@@ -340,7 +340,8 @@ def init(directory: Path = typer.Argument(Path("."), help="Where to write the st
 @app.command()
 @handled
 def predict(args: List[Path] = typer.Argument(..., metavar="[CONFIG] INPUT",
-                                              help="Optional experiment YAML, then a .csv/.parquet/.npz of new rows."),
+                                              help="Optional experiment YAML, then a .csv/.parquet/.npz of new rows, "
+                                                   "or an image folder."),
             out: Optional[Path] = typer.Option(None, "--out", help="Write predictions (CSV) here; default stdout."),
             overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt, device: str = DeviceOpt,
             as_json: bool = JsonOpt):
@@ -357,9 +358,13 @@ def predict(args: List[Path] = typer.Argument(..., metavar="[CONFIG] INPUT",
     _check_device(device)
     ws = Workspace(runs, cfg.name)
     art = P.load_final(ws, cfg.model_dump(mode="json"))
-    x, y = P.read_rows(data, art)
+    names = None
+    if data.is_dir():      # an image folder: rows are its images, named by file in the output
+        x, y, names = P.read_images(data, art)
+    else:
+        x, y = P.read_rows(data, art)
     probs = P.apply(cfg, art, ws.stage_dir("ensemble"), x, device)
-    text = P.to_csv(probs, art)
+    text = P.to_csv(probs, art, names)
     con = console()
     predicted = P.labels(probs, art)
     summary: dict[str, Any] = {"rows": len(x), "final": art.get("final", "ensemble"), "out": str(out) if out else None}

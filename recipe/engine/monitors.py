@@ -303,3 +303,24 @@ class Health:
                           "not zeros or a constant.")
         return C.make("health.symmetry", "pass", "no weight matrix starts with identical units",
                       {"layers_checked": len(self.weights)})
+
+
+def compact(checks) -> list[dict]:
+    """A run's health checks as small JSON (id, status, title): what a worker process or a trial sends back."""
+    return [{"id": c.id, "status": c.status, "title": c.title} for c in checks]
+
+
+def worst_per_check(runs) -> list[dict]:
+    """For stages that train many runs (regularize, tune, ensemble): per health check, the worst status over
+    every run, the run that produced it first, its title, and how many runs ended in each status.
+
+    `runs` is an iterable of (run name, checks) where checks are Check objects or compact() dicts."""
+    table: dict[str, dict] = {}
+    for name, checks in runs:
+        for c in checks:
+            cid, status, title = (c["id"], c["status"], c["title"]) if isinstance(c, dict) else (c.id, c.status, c.title)
+            row = table.setdefault(cid, {"id": cid, "worst": status, "run": name, "title": title, "runs": {}})
+            row["runs"][status] = row["runs"].get(status, 0) + 1
+            if C.STATUS_ORDER[status] > C.STATUS_ORDER[row["worst"]]:
+                row.update(worst=status, run=name, title=title)
+    return [table[k] for k in sorted(table)]

@@ -81,3 +81,10 @@ def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
         if isinstance(row, dict):
             (epochs if "epoch" in row else steps).append(row)
     return epochs, steps
+
+
+def run_folder(name: str) -> str:
+    """A run's name as one safe path component: 'chosen (weight_decay)' -> 'chosen_weight_decay'."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("_.") or "run"
