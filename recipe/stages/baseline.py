@@ -338,7 +338,7 @@ def run(cfg, ctx) -> StageResult:
         dynamics: list[list[float]] = []
 
         def watch(epoch, row, m=model):
-            out = E.predict(m, va.x[probe_idx]).float()
+            out = E.predict(m, va.x[probe_idx], precision=t.precision).float()
             if ds.task == "classification":
                 dynamics.append(torch.softmax(out, 1).gather(1, va.y[probe_idx][:, None]).reshape(-1).cpu().tolist())
             else:
@@ -351,7 +351,7 @@ def run(cfg, ctx) -> StageResult:
         zeros = E.Tensors(torch.zeros_like(tr.x), tr.y)
         zero_model = create(cfg, ds, cfg.seed).to(ctx.device)
         zero_run = E.fit(zero_model, zeros, E.Tensors(torch.zeros_like(va.x), va.y), **kwargs, epochs=epochs,
-                         max_seconds=SHORT_SECONDS)
+                         max_seconds=SHORT_SECONDS, metrics_path=ctx.artifacts.path("runs/zero_input/metrics.jsonl"))
         bar.update(5)
         real_score = float(real.best.get("score", float("nan")))
         checks.append(check_input_independent(real_score, float(zero_run.best.get("score", float("nan"))), ds,
