@@ -205,9 +205,10 @@ def predict(model: nn.Module, x: torch.Tensor, batch: Optional[int] = None, trai
             precision: str = "auto") -> torch.Tensor:
     """Model outputs for every row of x, in float32, in chunks that fit in memory (eval_batch_size)."""
     was = model.training
-    model.train(train_mode)
     try:
+        model.eval()            # the CUDA memory probe must not touch BatchNorm statistics or the dropout stream
         batch = batch or eval_batch_size(model, x, precision)
+        model.train(train_mode)
         while True:
             try:
                 outs, i = [], 0
