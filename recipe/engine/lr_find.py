@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from recipe.engine.train import (Tensors, _autocast, _note, check_output, loss_fn, make_optimizer, resolve_precision,
-                                 seed_everything)
+from recipe.engine.hardware import _autocast, _note, resolve_precision
+from recipe.engine.train import Tensors, check_output, loss_fn, make_optimizer, seed_everything
 
 
 @dataclass

@@ -6,10 +6,8 @@ import contextlib
 import copy
 import json
 import math
-import os
 import random
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -19,9 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# pick_device, deterministic and resolve_precision are part of the engine's API (E.pick_device, ...)
+from recipe.engine.hardware import (_autocast, _is_oom, _note, deterministic, eval_batch_size,  # noqa: F401
+                                    pick_device, resolve_precision)
 from recipe.engine.monitors import Health, NonFiniteLoss
 from recipe.engine.runlog import RunLog
-from recipe.devices import check_device_name
 from recipe.errors import ModelError, RecipeError
 
 
@@ -29,45 +29,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    check_device_name(name)
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RecipeError(f"--device {name}: no CUDA device is available here")
-        index = int(name.split(":")[1]) if ":" in name else 0
-        count = torch.cuda.device_count()
-        if index >= count:
-            raise RecipeError(f"--device {name}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        # cuBLAS reads this when it first creates its workspace: set it before any CUDA work, so that
-        # baseline.seed can switch deterministic algorithms on later (deterministic() below)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    return torch.device(name)
-
-
-@contextlib.contextmanager
-def deterministic(device: torch.device):
-    """Deterministic kernels on CUDA for the block (baseline.seed's two runs), restored afterwards.
-
-    cuDNN's fastest convolution algorithms and atomics-based reductions differ run to run; without this a
-    CNN fails baseline.seed on nondeterminism that no user seed can remove. CPU kernels are deterministic."""
-    if device.type != "cuda":
-        yield
-        return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    torch.use_deterministic_algorithms(True, warn_only=True)   # an op without a deterministic kernel warns
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
 
 
 @dataclass
@@ -127,77 +88,6 @@ def check_output(out: torch.Tensor, batch: int, task: str, num_outputs: int) -> 
         raise ModelError(f"model output has shape {tuple(out.shape)}; expected ({batch}, {num_outputs}) logits "
                          f"for {num_outputs} classes (labels are mapped to 0..{num_outputs - 1})")
     return out
-
-
-_PRECISION_NOTES: set[str] = set()
-
-
-def _bf16_supported(device: torch.device) -> bool:
-    return device.type != "cuda" or torch.cuda.is_bf16_supported()
-
-
-def resolve_precision(device: torch.device, precision: str) -> tuple[str, str]:
-    """The precision a run really uses (fp32, bf16 or fp16) and, where it differs from the request, why.
-
-    auto is bf16 on a CUDA device that supports it, fp16 (with a gradient scaler) on an older GPU, fp32 on CPU.
-    bf16 asked for on a GPU without bf16 (before Ampere) falls back to fp16, which such GPUs run natively."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return "fp32", ""
-        return ("bf16", "") if _bf16_supported(device) else \
-            ("fp16", f"precision auto: {torch.cuda.get_device_name(device)} has no bf16; using fp16 with a gradient scaler")
-    if precision == "bf16" and not _bf16_supported(device):
-        return "fp16", (f"train.precision bf16: {torch.cuda.get_device_name(device)} has no bf16; "
-                        "using fp16 with a gradient scaler instead")
-    return precision, ""
-
-
-def _note(message: str) -> None:
-    """Say a precision fallback once per process (a warning: the CLI shows it on stderr; library code prints nothing)."""
-    if message and message not in _PRECISION_NOTES:
-        _PRECISION_NOTES.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def _autocast(device: torch.device, precision: str):
-    used, note = resolve_precision(device, precision)
-    _note(note)
-    if used == "fp32":
-        return None
-    dtype = torch.float16 if used == "fp16" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-EVAL_MEMORY_FRACTION = 0.25    # of the free device memory one evaluation chunk may take
-CPU_EVAL_BYTES = 256 * 2**20   # per chunk on CPU: big enough to amortize the call, small next to RAM
-MIN_EVAL_BATCH = 64
-
-
-def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
-
-
-def eval_batch_size(model: nn.Module, x: torch.Tensor, precision: str = "auto") -> int:
-    """Rows per evaluation chunk from the memory one row needs, not a fixed number.
-
-    On CUDA one probe forward of MIN_EVAL_BATCH rows measures the peak memory a row costs (activations of
-    the widest layer included) and the chunk takes EVAL_MEMORY_FRACTION of what is free; on CPU the chunk
-    holds CPU_EVAL_BYTES of input. predict() halves it again on an out-of-memory error."""
-    n = len(x)
-    if n <= MIN_EVAL_BATCH:
-        return max(n, 1)
-    row_bytes = max(1, x[0].numel() * x.element_size())
-    if x.device.type != "cuda":
-        return int(min(n, max(MIN_EVAL_BATCH, CPU_EVAL_BYTES // row_bytes)))
-    ac = _autocast(x.device, precision)
-    torch.cuda.synchronize(x.device)
-    base = torch.cuda.memory_allocated(x.device)
-    torch.cuda.reset_peak_memory_stats(x.device)
-    with torch.no_grad(), (ac if ac is not None else contextlib.nullcontext()):
-        model(x[:MIN_EVAL_BATCH])
-    per_row = max(row_bytes, (torch.cuda.max_memory_allocated(x.device) - base) // MIN_EVAL_BATCH)
-    free, _ = torch.cuda.mem_get_info(x.device)
-    return int(min(n, max(MIN_EVAL_BATCH, EVAL_MEMORY_FRACTION * free // per_row)))
 
 
 @torch.no_grad()

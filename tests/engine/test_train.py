@@ -129,12 +129,18 @@ def test_predict_halves_its_chunk_on_out_of_memory():
         E.predict(nn.Linear(5, 2), torch.randn(100, 4))
 
 
-def test_eval_chunk_from_row_size_on_cpu():
-    small = torch.zeros(100000, 64)                       # 256 bytes a row: the whole split in one chunk
-    wide = torch.zeros(2000, 3 * 224 * 224)               # 600 KB a row: a few hundred rows per chunk
-    model = nn.Identity()
-    assert E.eval_batch_size(model, small) == 100000
-    assert E.eval_batch_size(model, wide) == E.CPU_EVAL_BYTES // (3 * 224 * 224 * 4)
+def test_eval_chunk_from_what_a_row_costs_on_cpu():
+    from recipe.engine import hardware
+
+    small = torch.zeros(100000, 64)                       # an MLP on 64 features: the whole split in one chunk
+    mlp = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
+    assert E.eval_batch_size(mlp, small) == 100000
+    images = torch.zeros(20000, 3 * 32 * 32)             # 12 KB a row, but 256 KB of conv output a row
+    conv = nn.Sequential(nn.Unflatten(1, (3, 32, 32)), nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(64 * 32 * 32, 10))
+    assert E.eval_batch_size(conv, images) == hardware.CPU_EVAL_BYTES // (2 * 64 * 32 * 32 * 4) == 512
+    out = E.predict(conv, images[:1500])
+    assert out.shape == (1500, 10)
 
 
 def test_cli_accepts_cuda_index_and_refuses_nonsense(experiment, cli):
