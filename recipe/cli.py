@@ -14,7 +14,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
-from recipe import interrupts
+from recipe import interrupts, threads
 from recipe.errors import RecipeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -402,6 +402,7 @@ def main() -> None:
     """Console entry point. Interrupts that land outside a command (while parsing arguments, importing)
     still end with exit 130, and SIGTERM is treated like Ctrl-C from the first moment."""
     interrupts.arm()
+    threads.configure_env()    # before torch is imported: waiting OpenMP threads sleep instead of spinning
     try:
         app()
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from recipe import __version__
 from recipe import checks as C
-from recipe import interrupts
+from recipe import interrupts, threads
 from recipe.errors import GateError, RecipeError
 from recipe.workspace import READS, Artifacts, Workspace, gate, read_artifact_json, remember_config, upstream_of
 
@@ -183,6 +183,7 @@ def execute(stage: str, cfg, options: Options, console) -> tuple[dict, int]:
         module = importlib.import_module(MODULES[stage])
         if stage in TRAINS:      # the first optimizer step imports torch._dynamo (800 modules): do it here, whole
             importlib.import_module("torch._dynamo")
+    threads.apply_default()
     ws = Workspace(options.runs, cfg.name)
     config_now = cfg.model_dump(mode="json")
     problems = gate(ws, stage, config_now)

@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from recipe import threads
+
+threads.configure_env()     # as `recipe` itself does, before torch is imported: the suite runs on busy machines
+
 from recipe.cli import app
 
 # digits with a small MLP and tiny budgets: every stage runs for real in a few seconds

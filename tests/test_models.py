@@ -1,7 +1,6 @@
 """Built-in models: the ResNet downsamples like a small-image ResNet-18 and has image-model channel defaults."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from recipe.config import validate
@@ -46,15 +45,7 @@ overfit: {{samples: 16, steps: 60}}
 """
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)     # small convs on a shared 2-core machine: one thread is several times faster
-    yield
-    torch.set_num_threads(before)
-
-
-def test_resnet_goes_through_overfit_batch(tmp_path, one_thread):
+def test_resnet_goes_through_overfit_batch(tmp_path):
     cfg = write_config(tmp_path, RESNET, name="rn")
     runs = tmp_path / "runs"
     for stage in ("inspect", "baseline", "overfit-batch"):

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recipe import threads
 # pick_device, deterministic and resolve_precision are part of the engine's API (E.pick_device, ...)
 from recipe.engine.hardware import (_autocast, _is_oom, _note, deterministic, eval_batch_size,  # noqa: F401
                                     pick_device, resolve_precision)
@@ -251,6 +252,9 @@ def fit(
     last_eval: Optional[dict] = None
     result.precision = used
     num_outputs = num_classes if task == "classification" else 1
+    thread_scope = contextlib.ExitStack()     # threads from the work size: see recipe/threads.py
+    if device.type == "cpu":
+        thread_scope.enter_context(threads.using(threads.for_work(threads.macs_per_sample(model, train.x) * bs)))
     start = time.perf_counter()
     step = 0
     try:
@@ -335,6 +339,7 @@ def fit(
     except Pruned:
         result.stopped = "pruned"
     finally:
+        thread_scope.close()
         log.close()
     result.steps = step
     result.seconds = time.perf_counter() - start

@@ -16,8 +16,8 @@ from recipe.engine.monitors import compact, worst_per_check
 from recipe.engine.runlog import run_folder
 from recipe.models import create
 from recipe.runner import StageResult
-from recipe.stages.regularize_checks import (beats, check_beats_baselines, check_mode, check_still_improving,
-                                             check_too_strong, noise, pictures)
+from recipe.stages.regularize_checks import (active_regularizers, beats, check_beats_baselines, check_mode,
+                                             check_still_improving, check_too_strong, noise, pictures)
 
 DROPOUT = 0.2
 # L2 through the optimizer (coupled under Adam). Mild on purpose: at overfit-batch's learning rate on digits
@@ -89,11 +89,13 @@ def _fit_one(cfg, ds, tr, va, device, task: dict) -> dict[str, Any]:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(raw: dict, base_dir: str, device: str, threads: int) -> None:
+def _init_worker(raw: dict, base_dir: str, device: str, jobs: int) -> None:
+    from recipe import threads
     from recipe.config import validate
     from recipe.data import load
 
-    torch.set_num_threads(threads)
+    threads.set_share(jobs)      # each of the jobs processes gets its share of the cores, not all of them
+    threads.apply_default()
     cfg = validate(raw)
     cfg._base_dir = __import__("pathlib").Path(base_dir)
     ds = load(cfg)
@@ -123,13 +125,14 @@ class Trainer:
     def __enter__(self):
         if self.jobs > 1:
             import multiprocessing as mp
-            import os
             from concurrent.futures import ProcessPoolExecutor
 
-            threads = max(1, (os.cpu_count() or 1) // self.jobs)
+            from recipe import threads
+
+            threads.configure_env()      # the spawned workers import torch with OpenMP told not to spin
             self.pool = ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                             initargs=(self.cfg.model_dump(mode="json"), str(self.cfg.base_dir),
-                                                      self.ctx.options.device, threads))
+                                                      self.ctx.options.device, self.jobs))
         return self
 
     def __exit__(self, *exc):
@@ -369,7 +372,8 @@ def run(cfg, ctx) -> StageResult:
                              f"did not replicate on fresh seeds: val {chosen.val_mean:.4f} vs reference "
                              f"{ref.val_mean:.4f} within noise {noise(chosen, ref):.4f}", ev,
                              "The gain was likely seed luck: raise regularize.seeds before trusting this choice."))
-    checks.append(check_too_strong(variants, ref, chosen, rungs, dumb_error, len(trainer.va)))
+    checks.append(check_too_strong(variants, ref, chosen, rungs, dumb_error, len(trainer.va),
+                                 active_regularizers(trainer.config(best.overrides)), active_regularizers(cfg)))
     checks.append(mode_check)
     checks.append(check_still_improving(chosen, th("regularize.still-improving")))
     checks.append(check_beats_baselines(chosen, baselines, ds, len(trainer.va)))

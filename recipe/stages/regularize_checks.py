@@ -47,25 +47,54 @@ def check_beats_baselines(chosen, baselines: dict, ds, n_val: int) -> C.Check:
 UNDERFIT_MARGIN = 0.02   # train error must exceed the dumb baseline's val error by this much (or its noise)
 
 
-def check_too_strong(variants, ref, chosen, rungs, dumb_error, n_val: int = 0) -> C.Check:
+def active_regularizers(cfg) -> tuple[str, ...]:
+    """The regularizers a config trains with (the ladder's rung names)."""
+    out = []
+    if cfg.data.augment:
+        out.append("augment")
+    if cfg.model.dropout > 0:
+        out.append("dropout")
+    if cfg.train.weight_decay > 0:
+        out.append("weight_decay")
+    if cfg.train.early_stopping is not None:
+        out.append("early_stopping")
+    return tuple(out)
 
+
+def check_too_strong(variants, ref, chosen, rungs, dumb_error, n_val: int = 0, chosen_rungs: tuple = (),
+                     configured: tuple = ()) -> C.Check:
+    """Fails only for the chosen settings (`chosen_rungs`: the regularizers they train with). A rung that underfit
+    but was not kept cost nothing: it warns when its strength is the user's own setting (`configured`), which
+    later stages would use, and is only reported when it is recipe's default strength."""
     p = min(max(dumb_error, 1 / max(n_val, 1)), 1 - 1e-6)    # a perfect dumb score on a small val split is noisy too
     margin = max(UNDERFIT_MARGIN, math.sqrt(p * (1 - p) / n_val) if n_val else 0.0)
     underfit = {v.name: round(1 - v.train_mean, 4) for v in variants[1:]
                 if v.name in rungs and 1 - v.train_mean > dumb_error + margin}
     worse = [v.name for v in variants[1:] if v.name in rungs and beats(ref, v)]
+    chosen_error = 1 - chosen.train_mean
     ev = {"best_dumb_val_error": round(dumb_error, 4), "margin": round(margin, 4), "train_error_of_underfitting_rungs": underfit,
-          "val_worse_rungs": worse, "chosen_train_error": round(1 - chosen.train_mean, 4)}
+          "val_worse_rungs": worse, "chosen": list(chosen_rungs) or "reference", "chosen_train_error": round(chosen_error, 4)}
     names = {"weight_decay": "weight decay", "dropout": "dropout", "augment": "augmentation",
              "smaller_model": "the smaller model", "smaller_batch": "the smaller batch", "early_stopping": "early stopping"}
-    if underfit:
-        which = ", ".join(f"{names.get(k, k)} ({k}, train error {v:.3f})" for k, v in underfit.items())
-        return C.make("regularize.too-strong", "fail", f"too strong: {which} is worse on train than the best dumb "
-                      f"baseline on val ({dumb_error:.3f}, margin {margin:.3f})", ev,
-                      "Weaken it (a smaller value in the config): the model no longer fits the train set.")
+    if chosen_rungs and chosen_error > dumb_error + margin:
+        which = " + ".join(names.get(k, k) for k in chosen_rungs) or chosen.name
+        return C.make("regularize.too-strong", "fail", f"too strong: the chosen {which} leaves train error "
+                      f"{chosen_error:.3f}, worse than the best dumb baseline on val ({dumb_error:.3f}, margin "
+                      f"{margin:.3f})", ev,
+                      f"Weaken {which} (a smaller value in the config): the model no longer fits the train set.")
+    unchosen = ", ".join(f"{k} (train error {v:.3f})" for k, v in underfit.items())
+    mine = [k for k in underfit if k in configured]
+    if mine:
+        which = ", ".join(f"{names.get(k, k)} ({k}, train error {underfit[k]:.3f})" for k in mine)
+        return C.make("regularize.too-strong", "warn", f"not kept, too strong as configured: {which} is worse on "
+                      f"train than the best dumb baseline on val ({dumb_error:.3f}, margin {margin:.3f})", ev,
+                      "Weaken it in the config (a smaller value): at this strength the model no longer fits train.")
     if worse:
         return C.make("regularize.too-strong", "warn", "made val worse beyond noise, not kept: " + ", ".join(worse), ev,
                       "Those rungs cost more train fit than they gave back on val; try milder settings.")
+    if underfit:
+        return C.make("regularize.too-strong", "pass", f"the chosen settings fit train; not kept because they "
+                      f"underfit: {unchosen}", ev)
     return C.make("regularize.too-strong", "pass", "no rung pushed the model into underfitting", ev)
 
 

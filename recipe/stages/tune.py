@@ -453,19 +453,19 @@ def _run_trial(study, trial, objective) -> None:
 DATA_BY_PIPE_BYTES = 256 * 2 ** 20   # smaller datasets travel to workers pickled; larger ones are reloaded there
 
 
-def _worker_main(raw: dict, base_dir: str, plan: dict, worker: int, threads: int, device: str, parent: int,
+def _worker_main(raw: dict, base_dir: str, plan: dict, worker: int, jobs: int, device: str, parent: int,
                  ds=None, gate=None) -> None:
     """Entry point of a spawned worker process: rebuild the config (and the data unless it came along), then take
     trials. Its start-up is importing torch (and, on the first optimizer, torch._dynamo): seconds on 2 cores.
     `gate` (shared int) says whether it joined the study (1) or was told to stop while starting (-1)."""
     interrupts.arm()     # SIGTERM from the parent (or a cluster) marks the trial in flight for retry
     try:
-        import torch
-
+        from recipe import threads as thread_policy
         from recipe.config import validate
         from recipe.engine.train import pick_device
 
-        torch.set_num_threads(threads)   # N workers share the cores, not oversubscribe them
+        thread_policy.set_share(jobs)    # N workers share the cores, not oversubscribe them
+        thread_policy.apply_default()
         cfg = validate(raw)
         cfg._base_dir = Path(base_dir)
         if ds is None:
@@ -496,17 +496,16 @@ def run_jobs(cfg, ds, device, plan: Plan, jobs: int, tick=None, device_name: str
     if jobs <= 1:
         work(cfg, ds, device, plan, tick=tick)
         return []
-    import torch
+    from recipe import threads
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads.configure_env()     # spawned workers import torch with OpenMP told to sleep, not spin, while waiting
     raw, data = cfg.model_dump(mode="json"), (ds if _nbytes(ds) <= DATA_BY_PIPE_BYTES else None)
     spawn = mp.get_context("spawn")
     gates = [spawn.Value("i", 0) for _ in range(1, jobs)]
-    procs = [spawn.Process(target=_worker_main, args=(raw, str(cfg.base_dir), asdict(plan), w, threads, device_name,
+    procs = [spawn.Process(target=_worker_main, args=(raw, str(cfg.base_dir), asdict(plan), w, jobs, device_name,
                                                       os.getpid(), data, gates[w - 1]), daemon=True)
              for w in range(1, jobs)]
-    own_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    threads.set_share(jobs)
     try:
         for p in procs:
             p.start()
@@ -535,7 +534,7 @@ def run_jobs(cfg, ds, device, plan: Plan, jobs: int, tick=None, device_name: str
             p.join(timeout=30)
         raise
     finally:
-        torch.set_num_threads(own_threads)
+        threads.set_share(1)
         for p in procs:
             if p.is_alive():
                 p.terminate()

@@ -51,8 +51,16 @@ def test_in_process_commands_leave_the_callers_handlers_alone(tmp_path):
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
+def _interrupt_main_thread(sig) -> None:
+    """Send `sig` to the main thread itself. os.kill(os.getpid()) lets the kernel pick any thread (torch keeps
+    several), and a signal handled late would land in a later test as a stray KeyboardInterrupt."""
+    import signal
+    import threading
+
+    signal.pthread_kill(threading.main_thread().ident, sig)
+
+
 def test_deferred_holds_an_interrupt_until_the_block_ends():
-    import os
     import signal
 
     import pytest
@@ -65,11 +73,11 @@ def test_deferred_holds_an_interrupt_until_the_block_ends():
         done = []
         with pytest.raises(KeyboardInterrupt):
             with interrupts.deferred():      # as while torch is imported: the block finishes first
-                os.kill(os.getpid(), signal.SIGTERM)
+                _interrupt_main_thread(signal.SIGTERM)
                 done.append("block finished")
         assert done == ["block finished"]
         interrupts.hold()                    # once the outcome is written, a deferred interrupt is dropped
         with interrupts.deferred():
-            os.kill(os.getpid(), signal.SIGINT)
+            _interrupt_main_thread(signal.SIGINT)
     finally:
         interrupts.restore(saved)

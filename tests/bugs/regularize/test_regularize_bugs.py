@@ -57,10 +57,14 @@ checks:
 def test_weight_decay_10_is_too_strong(tmp_path):
     r, rec, _ = upto_regularize(tmp_path, IRIS, kind="mlp", bs=16, ladder="[weight_decay]",
                                 train_extra=", weight_decay: 10.0")
-    assert r.exit_code == 1, r
+    # the configured weight decay is not kept (the unregularized reference wins), so nothing ships with it:
+    # a warning naming it, not a failure (only the chosen settings can fail regularize.too-strong)
+    assert r.exit_code == 0, r
     c = check(rec, "regularize.too-strong")
-    assert c["status"] == "fail"
-    assert "weight decay" in c["title"] and "weight_decay" in c["evidence"]["train_error_of_underfitting_rungs"]
+    assert c["status"] == "warn", c
+    assert "too strong as configured: weight decay" in c["title"]
+    assert "weight_decay" in c["evidence"]["train_error_of_underfitting_rungs"]
+    assert c["evidence"]["chosen"] == "reference"
 
 
 def test_dropout_beside_batchnorm_at_batch_2_warns(tmp_path):
