@@ -1,7 +1,6 @@
 """Stage 3: memorize one small batch, find a learning rate, then fit the whole train set."""
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
