@@ -15,7 +15,9 @@ from recipe import __version__
 from recipe import checks as C
 from recipe import interrupts, threads
 from recipe.errors import GateError, RecipeError
-from recipe.workspace import READS, Artifacts, Workspace, gate, read_artifact_json, remember_config, upstream_of
+from recipe.config import digest_json
+from recipe.workspace import (Artifacts, Workspace, config_read, gate, read_artifact_json, remember_config,
+                              upstream_of)
 
 TRAINS = ("baseline", "overfit-batch", "regularize", "tune", "ensemble")   # stages that build torch optimizers
 MODULES = {
@@ -118,14 +120,21 @@ class Context:
 
 
 class _Progress:
-    """A Rich progress bar with ETA on stderr; `update(done, row)` fits the engine's progress hook."""
+    """Progress on stderr; `update(done, row)` fits the engine's progress hook. In a terminal, a Rich bar with ETA;
+    elsewhere (CI, `tee`, a log file, make) a plain line at most every LOG_EVERY seconds, since a bar that redraws
+    in place prints nothing a log can show."""
+
+    LOG_EVERY = 15.0
 
     def __init__(self, console, description: str, total: int, disabled: bool):
         self.console, self.description, self.total, self.disabled = console, description, total, disabled
         self.bar = None
+        self.plain = not disabled and not console.is_terminal
+        self.done, self.info = 0, ""
+        self.start = self.last = time.monotonic()
 
     def __enter__(self):
-        if not self.disabled:
+        if not self.disabled and not self.plain:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -136,22 +145,45 @@ class _Progress:
         return self
 
     def update(self, done: int, row: Optional[dict] = None) -> None:
-        if self.bar is None:
+        if self.disabled:
             return
-        info = ""
         if row:
-            info = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k in ("train_loss", "val_loss", "val_score")
-                             and isinstance(v, float))
-        self.bar.update(self.task, completed=done, info=info)
+            self.info = "  ".join(f"{k} {v:.4g}" for k, v in row.items()
+                                  if k in ("train_loss", "val_loss", "val_score") and isinstance(v, float))
+        self.done = done
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, info=self.info)
+        else:
+            self._log()
 
     def advance(self, n: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, n)
+        self.update(self.done + n)
+
+    def line(self, now: Optional[float] = None) -> str:
+        """The plain progress line: stage, done/total, elapsed, ETA, the latest metrics."""
+        elapsed = (time.monotonic() if now is None else now) - self.start
+        eta = elapsed / self.done * (self.total - self.done) if 0 < self.done < self.total else None
+        text = f"{self.description}: {self.done}/{self.total}, {_clock(elapsed)} elapsed"
+        if eta is not None:
+            text += f", eta {_clock(eta)}"
+        return text + (f"  {self.info}" if self.info else "")
+
+    def _log(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= self.LOG_EVERY:
+            self.last = now
+            self.console.print(self.line(now), soft_wrap=True, markup=False, highlight=False)
 
     def __exit__(self, *exc):
         if self.bar is not None:
             self.bar.__exit__(*exc)
         return False
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def _versions() -> dict[str, str]:
@@ -203,6 +235,7 @@ def execute(stage: str, cfg, options: Options, console) -> tuple[dict, int]:
         if fp_problems and not options.force:
             raise GateError(fp_problems)
         forced_reasons = [p.message for p in problems] + fp_problems
+        read = config_read(stage, config_now)
         record: dict[str, Any] = {
             "stage": stage,
             "status": "interrupted",       # until the stage finishes, a kill leaves an honest record
@@ -211,9 +244,8 @@ def execute(stage: str, cfg, options: Options, console) -> tuple[dict, int]:
             "versions": _versions(),
             "seed": cfg.seed,
             "config_path": str(cfg.path) if cfg.path else None,
-            "config": {s: config_now[s] for s in READS[stage]},
-            "config_digests": {s: __import__("recipe.config", fromlist=["digest_json"]).digest_json(config_now[s])
-                               for s in READS[stage]},
+            "config": read,
+            "config_digests": {s: digest_json(v) for s, v in read.items()},
             "data_fingerprint": ds.fingerprint,
             "data_files": ds.files,
             "upstream": {up: ws.record_digest(up) for up in upstream_of(stage)},

@@ -22,6 +22,36 @@ READS: dict[str, tuple[str, ...]] = {
     "ensemble": _BASE + ("model", "train", "overfit", "regularize", "tune", "ensemble"),
 }
 PASSING = ("passed", "forced")
+TRAINING = STAGES[1:]     # stages whose runs the health.* checks watch
+
+
+def config_read(stage: str, config: dict) -> dict:
+    """The part of the config `stage` reads: its sections, with `checks:` cut to the overrides of the checks it
+    runs (its own ids, and health.* for stages that train). A severity override of ensemble.gain is no input of
+    inspect, so it cannot make inspect stale."""
+    from recipe.checks import CATALOG
+
+    def runs_here(check_id: str) -> bool:
+        spec = CATALOG.get(check_id)
+        owner = spec.stage if spec is not None else check_id.split(".")[0]
+        return owner == stage or (owner == "any" and stage in TRAINING)
+
+    out = {s: config.get(s) for s in READS[stage]}
+    out["checks"] = {k: v for k, v in (config.get("checks") or {}).items() if runs_here(k)}
+    return out
+
+
+CONTENT_KEYS = ("stage", "status", "config_digests", "data_fingerprint", "upstream", "artifacts")
+
+
+def content_digest(record: dict) -> str:
+    """What downstream stages built on: the outcome, the inputs (config section digests, data fingerprint,
+    upstream content) and the outputs (artifact digests, each check's status), never the times or the pid. A
+    rerun that reads the same inputs and writes the same bytes keeps downstream fresh, as in DVC."""
+    content = {k: record.get(k) for k in CONTENT_KEYS}
+    content["checks"] = [(c.get("id"), c.get("status")) for c in record.get("checks") or []]
+    blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def upstream_of(stage: str) -> tuple[str, ...]:
@@ -142,8 +172,9 @@ class Workspace:
         return rec if isinstance(rec, dict) else {"stage": stage, "status": "corrupt"}
 
     def record_digest(self, stage: str) -> Optional[str]:
-        path = self.record_path(stage)
-        return file_digest(path) if path.exists() else None
+        """The digest of what a stage's record says, not of when it ran: see content_digest."""
+        rec = self.read_record(stage)
+        return None if rec is None else content_digest(rec)
 
     def write_record(self, stage: str, record: dict) -> None:
         atomic_write_json(self.record_path(stage), record)
@@ -222,9 +253,10 @@ def staleness(ws: Workspace, stage: str, record: dict, config_now: dict,
     """Why a finished record no longer describes the current config, data and artifacts."""
     reasons: list[str] = []
     old_cfg = record.get("config", {})
+    read_now = config_read(stage, config_now)
     for section in READS[stage]:
-        if section in old_cfg and old_cfg[section] != config_now.get(section):
-            changed = _diff_keys(old_cfg[section], config_now.get(section), section)
+        if section in old_cfg and old_cfg[section] != read_now.get(section):
+            changed = _diff_keys(old_cfg[section], read_now.get(section), section)
             reasons.append("config changed: " + "; ".join(changed[:3]) + (" …" if len(changed) > 3 else ""))
     for rel, digest in (record.get("data_files") or {}).items():
         p = Path(rel)
@@ -244,13 +276,28 @@ def staleness(ws: Workspace, stage: str, record: dict, config_now: dict,
     for up, digest in (record.get("upstream") or {}).items():
         now = ws.record_digest(up)
         if now != digest:
-            reasons.append(f"it was built on an earlier run of {up}, which has been rerun since")
+            reasons.append(f"it was built on an earlier run of {up}, which has been rerun since with other "
+                           "inputs or outputs")
     return reasons
+
+
+def _recipe_alive(pid: Any) -> bool:
+    """A live process with that pid that is a recipe command (a reused pid of another program is not)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"recipe" in f.read()
+    except PermissionError:
+        return True
+    except OSError:
+        return False
 
 
 def stage_state(ws: Workspace, stage: str, config_now: dict,
                 fingerprint_now: Optional[str] = None) -> tuple[str, list[str]]:
-    """(state, reasons) with state in passed/forced/failed/interrupted/stale/missing."""
+    """(state, reasons) with state in passed/forced/failed/running/interrupted/stale/missing."""
     rec = ws.read_record(stage)
     if rec is None:
         return "missing", [f"{stage} has not run"]
@@ -260,6 +307,8 @@ def stage_state(ws: Workspace, stage: str, config_now: dict,
     if status == "failed":
         failed = [c for c in rec.get("checks", []) if c.get("status") == "fail"]
         return "failed", [f"{c['id']}: {c.get('advice') or c.get('title')}" for c in failed] or ["stage failed"]
+    if status == "interrupted" and not rec.get("finished") and _recipe_alive(rec.get("pid")):
+        return "running", [f"running (pid {rec['pid']}, since {rec.get('started', '?')})"]
     if status not in PASSING:
         return "interrupted", [f"{stage} did not finish (status {status})"]
     reasons = staleness(ws, stage, rec, config_now, fingerprint_now)
@@ -277,6 +326,8 @@ def gate(ws: Workspace, stage: str, config_now: dict, fingerprint_now: Optional[
             msg = f"{up} has not run: run 'recipe {up}' first"
         elif state == "failed":
             msg = f"{up} failed ({'; '.join(reasons)}): fix that and rerun 'recipe {up}'"
+        elif state == "running":
+            msg = f"{up} is still {reasons[0]}: wait for it to finish"
         elif state == "interrupted":
             msg = f"{up} was interrupted before it finished: rerun 'recipe {up}'"
         else:

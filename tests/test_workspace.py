@@ -55,18 +55,74 @@ def test_force_proceeds_and_is_recorded(experiment):
     assert "batch.json" in json.dumps(rec["force_history"])
 
 
-def test_rerunning_inspect_makes_downstream_stale(experiment):
+def _states(cfg, runs, *extra):
+    return {s["stage"]: s for s in invoke("status", cfg, "--runs", runs, "--json", *extra).json["stages"]}
+
+
+def test_rerunning_inspect_unchanged_keeps_downstream_fresh(experiment):
     cfg, runs = experiment
     run(cfg, runs, "inspect", "baseline", "overfit-batch")
-    run(cfg, runs, "inspect")
-    st = invoke("status", cfg, "--runs", runs, "--json").json["stages"]
-    states = {s["stage"]: s for s in st}
+    run(cfg, runs, "inspect")                  # same config, same data, same artifacts: content decides
+    states = _states(cfg, runs)
+    assert [states[s]["state"] for s in ("inspect", "baseline", "overfit-batch")] == ["passed"] * 3
+
+
+def test_rerunning_inspect_with_other_inputs_makes_downstream_stale(experiment):
+    cfg, runs = experiment
+    run(cfg, runs, "inspect", "baseline", "overfit-batch")
+    override = ("-o", "checks.data.outliers={z: 8.0, reason: heavy tails}")     # an input of inspect only
+    run(cfg, runs, "inspect", extra=override)
+    states = _states(cfg, runs, *override)
     assert states["inspect"]["state"] == "passed"
     assert states["baseline"]["state"] == "stale"
     assert "earlier run of inspect" in states["baseline"]["reasons"][0]
     assert states["overfit-batch"]["state"] == "stale"
-    r = invoke("overfit-batch", cfg, "--runs", runs)
+    r = invoke("overfit-batch", cfg, "--runs", runs, *override)
     assert r.exit_code == 3 and "baseline is stale" in r.stderr and "recipe baseline" in r.stderr
+
+
+def test_a_check_override_makes_only_its_own_stage_stale(experiment):
+    cfg, runs = experiment
+    run(cfg, runs, "inspect", "baseline")
+    states = _states(cfg, runs, "-o", "checks.ensemble.gain={severity: warn, reason: few val rows}")
+    assert states["inspect"]["state"] == "passed" and states["baseline"]["state"] == "passed"
+    states = _states(cfg, runs, "-o", "checks.health.exploding={loss_factor: 20.0, reason: noisy}")   # health.*: trained stages
+    assert states["inspect"]["state"] == "passed"
+    assert states["baseline"]["state"] == "stale" and "checks.health.exploding" in states["baseline"]["reasons"][0]
+
+
+def test_config_read_keeps_the_checks_a_stage_runs():
+    from recipe.workspace import config_read
+
+    checks = {"data.imbalance": {"severity": "warn"}, "baseline.dumb": {"severity": "warn"},
+              "health.exploding": {"loss_factor": 20.0}, "ensemble.gain": {"severity": "warn"}}
+    config = {"seed": 0, "task": None, "data": {}, "checks": checks, "model": {}, "train": {}}
+    assert set(config_read("inspect", config)["checks"]) == {"data.imbalance"}
+    assert set(config_read("baseline", config)["checks"]) == {"baseline.dumb", "health.exploding"}
+    assert "model" not in config_read("inspect", config) and "train" in config_read("baseline", config)
+
+
+def test_a_stage_in_progress_shows_as_running_not_interrupted(experiment, tmp_path):
+    import subprocess
+    import sys
+
+    cfg, runs = experiment
+    run(cfg, runs, "inspect")
+    path = runs / "exp" / "baseline" / "record.json"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "recipe", "baseline"])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"stage": "baseline", "status": "interrupted", "pid": holder.pid,
+                                    "started": "2026-12-01T10:00:00+00:00"}))
+        states = _states(cfg, runs)
+        assert states["baseline"]["state"] == "running"
+        assert states["baseline"]["reasons"] == [f"running (pid {holder.pid}, since 2026-12-01T10:00:00+00:00)"]
+        r = invoke("overfit-batch", cfg, "--runs", runs)
+        assert r.exit_code == 3 and f"baseline is still running (pid {holder.pid}" in r.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _states(cfg, runs)["baseline"]["state"] == "interrupted"     # the process is gone: it did not finish
 
 
 def test_failed_upstream_names_its_checks(tmp_path):
