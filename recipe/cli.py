@@ -317,22 +317,41 @@ def schema():
 @handled
 def init(directory: Path = typer.Argument(Path("."), help="Where to write the starter config."),
          name: Optional[str] = typer.Option(None, "--name", help="Experiment name (default: the folder's name)."),
-         force: bool = typer.Option(False, "--force", help="Overwrite existing files.")):
-    """Write a commented starter config and a Makefile snippet with one target per stage."""
+         force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+         data: Optional[Path] = typer.Option(None, "--data", help="A .csv/.parquet table: propose the config from it."),
+         target: Optional[str] = typer.Option(None, "--target", help="With --data: the target column.")):
+    """Write a commented starter config (or one proposed from --data) and a Makefile snippet."""
     import re
+
+    from rich.markup import escape
 
     from recipe.config import MAKEFILE_SNIPPET, STARTER
     from recipe.workspace import atomic_write_bytes
 
+    if target is not None and data is None:
+        raise RecipeError("--target goes with --data FILE (the table whose column it names)")
     name = name or re.sub(r"[^A-Za-z0-9._-]", "-", directory.resolve().name).strip("-.") or "experiment"
     config_path, make_path = directory / f"{name}.yaml", directory / "recipe.mk"
     for p in (config_path, make_path):
         if p.exists() and not force:
             raise RecipeError(f"{p} already exists: pass --force to overwrite it")
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(config_path, STARTER.format(name=name).encode())
-    atomic_write_bytes(make_path, MAKEFILE_SNIPPET.format(name=name).encode())
     con = console()
+    if data is not None:
+        from recipe.data import propose as P
+
+        proposal = P.propose(data, target)        # reads the file before anything is written
+        text = P.render(proposal, name, P.relative_to(directory, data))
+        con.print(f"{data}: {proposal.rows} rows; target '{escape(proposal.target)}' ({proposal.task}), "
+                  f"{len(proposal.features)} features, data.missing: {proposal.missing}", soft_wrap=True)
+        for column, why in proposal.dropped.items():
+            con.print(f"  dropped '{escape(column)}': {escape(why)}", soft_wrap=True)
+        for note in proposal.notes:
+            con.print(f"  note: {escape(note)}", soft_wrap=True)
+    else:
+        text = STARTER.format(name=name)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(config_path, text.encode())
+    atomic_write_bytes(make_path, MAKEFILE_SNIPPET.format(name=name).encode())
     con.print(f"wrote {config_path} and {make_path}")
     con.print(f"next: recipe inspect {config_path}")
 

@@ -453,6 +453,11 @@ def _format_error(err: dict) -> str:
         return f"{path}: unknown key{hint}{allowed}"
     if err["type"] == "missing":
         return f"{path}: required key is missing"
+    if err["type"] == "literal_error" and isinstance(err.get("input"), str):
+        allowed = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+        close = difflib.get_close_matches(err["input"], allowed, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"{path}: must be one of {', '.join(allowed)} (got {err['input']!r}){hint}"
     msg = err["msg"]
     for pattern, repl in _MESSAGE_REWRITES:
         msg = pattern.sub(repl, msg)

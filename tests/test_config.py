@@ -76,3 +76,14 @@ def test_not_a_mapping_and_missing_file(tmp_path):
     assert invoke("inspect", p, "--runs", tmp_path / "r").exit_code == 2
     r = invoke("inspect", tmp_path / "nope.yaml", "--runs", tmp_path / "r")
     assert r.exit_code == 2 and "nope.yaml" in r.stderr
+
+
+def test_a_misspelt_choice_gets_a_did_you_mean(tmp_path):
+    p = write_config(tmp_path, "name: t\ndata: {{source: builtin:iris, normalize: standart}}\n"
+                               "train: {{optimizer: adamm}}\n")
+    with pytest.raises(ConfigError) as e:
+        load(p)
+    assert ("train.optimizer: must be one of sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw (got 'adamm'); "
+            "did you mean 'adam'?") in e.value.messages
+    assert "data.normalize: must be one of standard, minmax, none (got 'standart'); did you mean 'standard'?" \
+        in e.value.messages
