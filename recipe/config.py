@@ -184,6 +184,8 @@ class TuneConfig(Section):
     jobs: int = Field(1, ge=1, description="Worker processes sharing the study.")
     pruner: Literal["none", "asha", "median"] = Field("none", description="Prune unpromising trials early.")
     storage: Optional[str] = Field(None, description="Optuna storage URL; default a journal file under runs/.")
+    batch: Optional[int] = Field(None, ge=1, description="Trials trained as one stacked model (1: off; unset: "
+                                 "chosen from the model size and the device).")
     space: dict[str, SpaceParam] = Field(default_factory=dict, description="key.path -> range or choices.")
 
     @field_validator("space")

@@ -9,28 +9,27 @@ exactly --trials counted trials and a grid point is never handed out twice. A tr
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
-import multiprocessing as mp
 import os
 import random
 import shutil
 import time
-import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
 from recipe import checks as C
-from recipe import interrupts
 from recipe.config import digest_json
-from recipe.errors import ConfigError, RecipeError
+from recipe.errors import RecipeError
 from recipe.runner import StageResult
+from recipe.stages.tune_batch import batch_size
+from recipe.stages.tune_storage import StudyLock, _public, open_storage   # noqa: F401  (tune.open_storage for callers)
+from recipe.stages.tune_workers import run_jobs   # noqa: F401  (worker processes; tune.run_jobs for callers)
 
 SHARED_LOCK = True          # several `recipe tune` processes (and machines) may add trials to one study
 PRESERVE = ("study",)       # the journal and trial checkpoints survive reruns: a killed study resumes
@@ -175,74 +174,6 @@ def storage_url(cfg, ctx) -> str:
     return str(ctx.dir / "study" / "journal.log")
 
 
-def _public(url: str) -> str:
-    """The storage URL without credentials (for records and messages)."""
-    if "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://{rest.split('@')[-1]}"
-
-
-def open_storage(url: str):
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    if "://" in url:
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url[len("postgresql://"):]
-        import warnings
-
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        for attempt in range(5):   # machines starting together race to create the schema: the loser retries
-            try:   # heartbeats let another machine see that a trial's process died
-                return optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
-            except Exception as e:
-                if attempt == 4 or "already exists" not in str(e):
-                    raise ConfigError(f"tune.storage: cannot open {_public(url)} ({type(e).__name__}: "
-                                      f"{str(e).splitlines()[0][:200]})") from None
-                time.sleep(1.0 + attempt)
-    Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(url))
-
-
-class StudyLock:
-    """Serializes 'count the trials, then ask for one' across processes and machines."""
-
-    def __init__(self, url: str, study_name: str, local: Path):
-        self.url, self.key, self.local = url, zlib.crc32(study_name.encode()) & 0x7FFFFFFF, local
-        self.conn, self.fd = None, None
-
-    def __enter__(self):
-        if self.url.startswith("postgresql"):
-            import psycopg
-
-            if self.conn is None:
-                self.conn = psycopg.connect(self.url.replace("postgresql+psycopg://", "postgresql://"),
-                                            autocommit=True)
-            self.conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
-        else:
-            import fcntl
-
-            self.local.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.local, os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        if self.conn is not None:
-            self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
-        if self.fd is not None:
-            os.close(self.fd)   # closing releases the flock
-            self.fd = None
-        return False
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-
-
 # ----------------------------------------------------------------------------- trial accounting
 
 
@@ -314,6 +245,7 @@ class Plan:
     checkpoints: str
     lock: str
     grid: Optional[list] = None
+    batch: int = 1                  # trials asked at once; those sharing an architecture train stacked
 
 
 class Objective:
@@ -327,16 +259,29 @@ class Objective:
         self.va = E.to_tensors(ds, ds.val, device)
 
     def __call__(self, trial) -> float:
-        import optuna
-
         from recipe.engine import train as E
+
+        overrides, vcfg, model = self.prepare(trial)
+        curve = Path(self.plan.checkpoints).parent / "runs" / f"{trial.study.study_name}-{trial.number}" / \
+            "metrics.jsonl"
+        r = E.fit_from_config(model, self.tr, self.va, vcfg, self.ds, on_epoch=self.reporter(trial, vcfg),
+                              metrics_path=curve)
+        return self.finish(trial, r, model, overrides)
+
+    def prepare(self, trial):
+        """The trial's point: (overrides, its config, its initialised model)."""
         from recipe.models import create
 
         params = suggest(trial, self.plan.space)
         overrides = {**self.plan.chosen, **params}
         vcfg = self.cfg.with_overrides(overrides)
         trial.set_user_attr("overrides", overrides)
-        model = create(vcfg, self.ds, vcfg.seed).to(self.device)
+        return overrides, vcfg, create(vcfg, self.ds, vcfg.seed).to(self.device)
+
+    def reporter(self, trial, vcfg):
+        """The engine's on_epoch: per-epoch val reports feed the pruner, which may stop the run."""
+        from recipe.engine import train as E
+
         pruning = self.plan.pruner != "none"
 
         def report(epoch: int, row: dict) -> None:
@@ -345,12 +290,15 @@ class Objective:
                 # pruning after the last epoch saves nothing and would hide a finished trial
                 if epoch < vcfg.train.epochs and trial.should_prune():
                     raise E.Pruned()
+        return report
 
+    def finish(self, trial, r, model, overrides: dict) -> float:
+        """The trial's record from its RunResult: user attrs, PRUNED (raised), its value and checkpoint."""
+        import optuna
+
+        from recipe.engine import train as E
         from recipe.engine.monitors import compact
 
-        curve = Path(self.plan.checkpoints).parent / "runs" / f"{trial.study.study_name}-{trial.number}" / \
-            "metrics.jsonl"
-        r = E.fit_from_config(model, self.tr, self.va, vcfg, self.ds, on_epoch=report, metrics_path=curve)
         trial.set_user_attr("health", compact(r.health))       # the record keeps the worst per check
         trial.set_user_attr("train_score", r.final_train.get("score"))
         trial.set_user_attr("epochs", len(r.history))
@@ -396,6 +344,8 @@ def work(cfg, ds, device, plan: Plan, worker: int = 0, tick=None, parent: Option
     """Take trials until the study holds plan.trials counted trials (or the grid is exhausted). Returns trials run."""
     from optuna.storages._heartbeat import get_heartbeat_thread
 
+    from recipe.stages.tune_batch import run_batch
+
     study = join_study(cfg, plan)
     objective = Objective(cfg, ds, device, plan)
     lock = StudyLock(plan.storage, plan.study_name, Path(plan.lock))
@@ -403,27 +353,42 @@ def work(cfg, ds, device, plan: Plan, worker: int = 0, tick=None, parent: Option
     try:
         while parent is None or os.getppid() == parent:     # an orphaned worker stops taking trials
             with lock:
-                fail_stale(study)
-                trials = study.get_trials(deepcopy=False)
-                if sum(counted(t) for t in trials) >= plan.trials:
-                    break
-                if plan.grid is not None:
-                    point = _next_grid_point(plan.grid, trials)
-                    if point is None:
-                        break
-                    study.enqueue_trial(point)
-                trial = study.ask()
-                for key, value in (("recipe:pid", os.getpid()), ("recipe:host", os.uname().nodename),
-                                   ("recipe:worker", worker)):
-                    study._storage.set_trial_system_attr(trial._trial_id, key, value)
-            with get_heartbeat_thread(trial._trial_id, study._storage):
-                _run_trial(study, trial, objective)
-            ran += 1
+                taken = _take(study, plan, worker, max(1, plan.batch))
+            if not taken:
+                break
+            if len(taken) == 1:
+                with get_heartbeat_thread(taken[0]._trial_id, study._storage):
+                    _run_trial(study, taken[0], objective)
+            else:   # tune.batch: trials that share an architecture train as one stacked model
+                run_batch(study, taken, objective, tick)
+            ran += len(taken)
             if tick is not None:
                 tick(study)
     finally:
         lock.close()
     return ran
+
+
+def _take(study, plan: Plan, worker: int, n: int) -> list:
+    """Ask up to n trials, within the budget (and the grid). Call under the study lock."""
+    fail_stale(study)
+    taken = []
+    for _ in range(n):
+        trials = study.get_trials(deepcopy=False)
+        if sum(counted(t) for t in trials) >= plan.trials:
+            break
+        if plan.grid is not None:
+            point = _next_grid_point(plan.grid, trials)
+            if point is None:
+                break
+            study.enqueue_trial(point)
+        trial = study.ask()
+        for key, value in (("recipe:pid", os.getpid()), ("recipe:host", os.uname().nodename),
+                           ("recipe:worker", worker)):
+            study._storage.set_trial_system_attr(trial._trial_id, key, value)
+        suggest(trial, plan.space)   # now: the sampler's RNG is seeded per trial at ask, the next ask reseeds it
+        taken.append(trial)
+    return taken
 
 
 def _run_trial(study, trial, objective) -> None:
@@ -448,97 +413,6 @@ def _run_trial(study, trial, objective) -> None:
             study.tell(trial, value)
         else:   # diverged: an infeasible point of the space; it counts toward the budget
             study.tell(trial, state=TrialState.FAIL)
-
-
-DATA_BY_PIPE_BYTES = 256 * 2 ** 20   # smaller datasets travel to workers pickled; larger ones are reloaded there
-
-
-def _worker_main(raw: dict, base_dir: str, plan: dict, worker: int, jobs: int, device: str, parent: int,
-                 ds=None, gate=None) -> None:
-    """Entry point of a spawned worker process: rebuild the config (and the data unless it came along), then take
-    trials. Its start-up is importing torch (and, on the first optimizer, torch._dynamo): seconds on 2 cores.
-    `gate` (shared int) says whether it joined the study (1) or was told to stop while starting (-1)."""
-    interrupts.arm()     # SIGTERM from the parent (or a cluster) marks the trial in flight for retry
-    try:
-        from recipe import threads as thread_policy
-        from recipe.config import validate
-        from recipe.engine.train import pick_device
-
-        thread_policy.set_share(jobs)    # N workers share the cores, not oversubscribe them
-        thread_policy.apply_default()
-        cfg = validate(raw)
-        cfg._base_dir = Path(base_dir)
-        if ds is None:
-            from recipe.data import load
-
-            ds = load(cfg)
-        if gate is not None:
-            with gate.get_lock():
-                if gate.value < 0:
-                    return
-                gate.value = 1
-        work(cfg, ds, pick_device(device), Plan(**plan), worker=worker, parent=parent)
-    except KeyboardInterrupt:
-        pass   # the trial in flight (if any) was marked for retry; the parent records 'interrupted'
-
-
-def _nbytes(ds) -> int:
-    return sum(a.nbytes for split in (ds.train, ds.val, ds.raw_test()) for a in (split.x, split.y, split.rows))
-
-
-def run_jobs(cfg, ds, device, plan: Plan, jobs: int, tick=None, device_name: str = "auto") -> list[int]:
-    """Take the study's trials with `jobs` processes: this one (worker 0, torch and data already loaded) and
-    jobs - 1 spawned ones (processes, not threads: one GIL). A spawned worker needs seconds to import torch; this
-    process trains meanwhile, and stops workers still starting when the budget is met, so --jobs 2 is not slower
-    than --jobs 1 on a short study. Each process gets cores / jobs torch threads; small data travels to the
-    workers instead of being loaded again. Returns the exit codes of workers that crashed (their trials were
-    retried)."""
-    if jobs <= 1:
-        work(cfg, ds, device, plan, tick=tick)
-        return []
-    from recipe import threads
-
-    threads.configure_env()     # spawned workers import torch with OpenMP told to sleep, not spin, while waiting
-    raw, data = cfg.model_dump(mode="json"), (ds if _nbytes(ds) <= DATA_BY_PIPE_BYTES else None)
-    spawn = mp.get_context("spawn")
-    gates = [spawn.Value("i", 0) for _ in range(1, jobs)]
-    procs = [spawn.Process(target=_worker_main, args=(raw, str(cfg.base_dir), asdict(plan), w, jobs, device_name,
-                                                      os.getpid(), data, gates[w - 1]), daemon=True)
-             for w in range(1, jobs)]
-    threads.set_share(jobs)
-    try:
-        for p in procs:
-            p.start()
-        work(cfg, ds, device, plan, worker=0, tick=tick)
-        stopped = set()
-        for p, gate in zip(procs, gates):   # still importing torch: it would only find the study done
-            with gate.get_lock():
-                if gate.value == 0:
-                    gate.value = -1
-                    p.terminate()
-                    stopped.add(p.pid)
-        study = join_study(cfg, plan) if tick is not None else None
-        while any(p.is_alive() for p in procs):     # the others finish the trials they hold
-            time.sleep(0.2)
-            if study is not None:
-                tick(study)
-        crashed = [p.exitcode for p in procs if p.exitcode not in (0, None) and p.pid not in stopped]
-        if crashed:    # a crashed worker's trial was failed for retry: take its slot here
-            work(cfg, ds, device, plan, worker=0, tick=tick)
-        return crashed
-    except KeyboardInterrupt:
-        for p in procs:     # each worker marks its trial in flight for retry, then exits
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
-            p.join(timeout=30)
-        raise
-    finally:
-        threads.set_share(1)
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-            p.join()
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -570,7 +444,7 @@ def run(cfg, ctx) -> StageResult:
         trials = min(trials, len(grid))
     plan = Plan(storage=storage, study_name=study_name, method=method, trials=trials, pruner=pruner, seed=cfg.seed,
                 chosen=chosen, space=space, checkpoints=str(checkpoints), lock=str(ctx.dir / "study" / "study.lock"),
-                grid=grid)
+                grid=grid, batch=batch_size(cfg, ds, chosen, ctx.device, jobs, trials))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=study_name, storage=open_storage(storage), direction="maximize",
                                 load_if_exists=True)

@@ -147,33 +147,94 @@ def test_jobs_2_both_processes_take_trials(tmp_path):
     assert len(pids) == 2 and os.getpid() in pids
 
 
+def test_jobs_2_spawned_worker_takes_its_share_and_imports_torch_passive(tmp_path, monkeypatch):
+    """--jobs 2: the spawned worker is one of 2 processes sharing the cores (on 2 cores: one torch thread even
+    for large work, small work one anyway), and OMP_WAIT_POLICY=PASSIVE is in its environment before it imports
+    torch."""
+    import optuna
+
+    from recipe import threads
+    from recipe.config import validate
+    from recipe.data import load
+    from recipe.stages import tune as T
+    from recipe.stages import tune_workers as W
+
+    cfg = validate({"name": "w", "seed": 0, "data": {"source": "builtin:digits"}, "model": {"kind": "mlp",
+                    "hidden": [8]}, "train": {"epochs": 1}})
+    cfg._base_dir = tmp_path
+    storage = str(tmp_path / "j.log")
+    optuna.create_study(study_name="w", storage=T.open_storage(storage), direction="maximize")
+    # a budget of 0 trials: the worker starts, reports its set-up through its gate, finds the study done, exits
+    plan = T.Plan(storage=storage, study_name="w", method="random", trials=0, pruner="none", seed=0, chosen={},
+                  space={"train.lr": {"low": 1e-3, "high": 1e-2}}, checkpoints=str(tmp_path), lock=str(tmp_path / "l"))
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)     # run_jobs sets it for the workers, not the user
+    for name in ("RECIPE_THREADS", "OMP_NUM_THREADS"):       # the share, not a user's own count
+        monkeypatch.delenv(name, raising=False)
+    procs, gates = W.start_workers(cfg, load(cfg), plan, [1], jobs=2, device_name="cpu")
+    procs[0].join(120)
+    assert procs[0].exitcode == 0
+    share = max(1, threads.usable_cores() // 2)
+    assert list(gates[0]) == [W.JOINED, share, 1]   # joined; cores/2 threads for large work; PASSIVE before torch
+    if threads.usable_cores() == 2:
+        assert share == 1
+
+
+def test_journal_appends_without_fsync_and_plain_optuna_reads_it(tmp_path, monkeypatch):
+    """tune's journal skips Optuna's fsync per record (12 records a trial) but keeps its format and lock."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from recipe.stages.tune import open_storage
+
+    def no_fsync(fd):
+        raise AssertionError("fsync called")
+
+    path = str(tmp_path / "journal.log")
+    monkeypatch.setattr(os, "fsync", no_fsync)
+    study = optuna.create_study(study_name="s", storage=open_storage(path), direction="maximize")
+    for value in (0.25, 0.75):
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.set_user_attr("epochs", 3)
+        study.tell(trial, value)
+    assert not os.path.exists(path + ".lock")          # the lock is released after each append
+    monkeypatch.undo()
+    plain = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(path)))
+    assert [t.value for t in plain.trials] == [0.25, 0.75] and plain.trials[1].user_attrs == {"epochs": 3}
+
+
 # ----------------------------------------------------------------------------- pruning and resume
 
 
-def test_asha_prunes_and_spends_fewer_epochs(tmp_path):
+@pytest.mark.parametrize("batch", [1, 8])
+def test_asha_prunes_and_spends_fewer_epochs(tmp_path, batch):
     space = "{train.lr: {low: 1.0e-5, high: 3.0e-2, log: true}}"
     cfg, runs = make(tmp_path, space=space, epochs=8)
-    r = tune(cfg, runs, "--pruner", "asha", "--trials", "8")
+    r = tune(cfg, runs, "--pruner", "asha", "--trials", "8", "-o", f"tune.batch={batch}")
     assert r.exit_code in (0, 1), r
     rows = trials_csv(runs)
     assert len(rows) == 8
     pruned = [x for x in rows if x["state"] == "PRUNED"]
     assert pruned, rows
-    assert {int(x["epochs"]) for x in pruned} == {3}          # 8 epochs: one rung, at 3
-    assert [x["state"] for x in rows[:2]] == ["PRUNED", "PRUNED"]   # rung-0 references, not promoted blindly
+    assert {int(x["epochs"]) for x in pruned} <= {1, 3}       # 8 epochs: rungs at 1 and 3
+    assert [(x["state"], x["epochs"]) for x in rows[:3]] == [("PRUNED", "1")] * 3   # rung-0 references
     assert any(x["state"] == "COMPLETE" for x in rows)
     assert sum(int(x["epochs"]) for x in rows) < 8 * 8
     assert tune_json(runs)["states"]["pruned"] == len(pruned)
+    # batch 8: all eight trials were members of one stack, pruned members left it at rung 3
+    assert [t.system_attrs.get("recipe:stacked") for t in load_study(runs).get_trials()] == \
+        [None] * 8 if batch == 1 else [8] * 8
 
 
 def test_asha_rungs_fit_the_epoch_budget():
     from recipe.stages.tune_asha import rungs
 
-    assert rungs(18) == [2, 6]            # then 18: every step is x3
-    assert rungs(30) == [3, 9, 27]
-    assert rungs(54) == [2, 6, 18]
-    assert rungs(8) == [3]
-    assert rungs(3) == [] and rungs(1) == []
+    assert rungs(18) == [1, 3, 9]         # then 18: every promotion at least doubles the epochs
+    assert rungs(30) == [1, 3, 9]         # not 27 of 30
+    assert rungs(54) == [1, 3, 9, 27]
+    assert rungs(8) == [1, 3]
+    assert rungs(3) == [1] and rungs(2) == [1] and rungs(1) == []
 
 
 def _asha_study(budget: int, curves: list[list[float]]):
@@ -198,22 +259,77 @@ def _asha_study(budget: int, curves: list[list[float]]):
 
 
 def test_asha_first_trials_are_references_then_top_third_climbs():
-    flat = lambda v: [v] * 18   # noqa: E731  (rungs at 2 and 6)
-    states = _asha_study(9, [flat(0.5), flat(0.6), flat(0.7), flat(0.1), flat(0.2), flat(0.3), flat(0.9),
-                             flat(0.05), flat(0.05)])
-    assert states[:2] == [("PRUNED", 2), ("PRUNED", 2)]      # references: stopped at rung 0, never promoted blindly
-    assert states[2] == ("COMPLETE", 18)                     # best of 3 at rung 0, first at rung 1
-    assert states[3:6] == [("PRUNED", 2)] * 3                # not in the top third at rung 0
-    assert states[6] == ("COMPLETE", 18)                     # 0.9: top of 7 at rung 0, best of 2 at rung 1
-    assert states[7] == ("PRUNED", 2)
+    flat = lambda v: [v] * 18   # noqa: E731  (rungs at 1, 3 and 9)
+    states = _asha_study(10, [flat(v) for v in (0.5, 0.6, 0.7, 0.8, 0.1, 0.2, 0.9, 0.75, 0.85, 0.05)])
+    assert states[:3] == [("PRUNED", 1)] * 3                 # references: stopped at rung 0, never promoted blindly
+    assert states[3] == ("COMPLETE", 18)                     # best of 4 at rung 0, first at rungs 1 and 2
+    assert states[4:6] == [("PRUNED", 1)] * 2                # not in the top third at rung 0
+    assert states[6] == ("COMPLETE", 18)                     # 0.9: top 2 of 7 at rung 0, best of 2 at rungs 1, 2
+    assert states[7] == ("PRUNED", 1)                        # 0.75: below the top 2 of 8 (0.9, 0.8)
+    assert states[8] == ("PRUNED", 3)                        # 0.85: top 3 of 9 at rung 0, not best of 3 at rung 1
+    assert states[9] == ("PRUNED", 1)
 
 
 def test_asha_never_leaves_the_study_without_a_complete_trial():
     flat = lambda v: [v] * 18   # noqa: E731
-    # the two references are the best: by the rule every later trial is pruned, but the last one of the budget
+    # two of the three references are the best: by the rule every later trial is pruned, but the last one of the budget
     # would then leave no trial that completed, so it runs to the end
     states = _asha_study(5, [flat(0.9), flat(0.8), flat(0.1), flat(0.2), flat(0.3)])
-    assert states == [("PRUNED", 2)] * 4 + [("COMPLETE", 18)]
+    assert states == [("PRUNED", 1)] * 4 + [("COMPLETE", 18)]
+
+
+def test_asha_replay_spends_a_fifth_of_the_epochs_and_keeps_the_best():
+    """48 learning curves (quality q in a seeded order, val = q * (1 - 0.5^epoch) + a small wobble): the shape of
+    a digits study. Trials stop only at rungs 1, 3, 9; at most a third (plus the first arrivals) climbs each rung;
+    the whole study spends at most 0.15 of the unpruned epochs and the best trial completes."""
+    import random
+
+    rng = random.Random(7)
+    qualities = [0.5 + 0.5 * i / 47 for i in range(48)]
+    rng.shuffle(qualities)
+    curves = [[q * (1 - 0.5 ** e) + 0.004 * ((e * 7 + int(q * 1000)) % 3 - 1) for e in range(1, 19)]
+              for q in qualities]
+    states = _asha_study(48, curves)
+    epochs = sum(step for _, step in states)
+    assert {step for state, step in states if state == "PRUNED"} <= {1, 3, 9}
+    reached = {r: sum(step >= r for _, step in states) for r in (1, 3, 9, 18)}
+    assert reached[1] == 48
+    assert reached[3] <= 48 // 3 + 2 and reached[9] <= reached[3] // 3 + 2 and reached[18] <= reached[9] // 3 + 2
+    assert epochs / (48 * 18) <= 0.15, (epochs, states)      # 0.12; the former rungs [2, 6] spent 0.20
+    best = qualities.index(max(qualities))
+    assert states[best] == ("COMPLETE", 18)
+
+
+def test_asha_past_the_last_rung_never_prunes():
+    from recipe.stages.tune_asha import ASHAPruner
+
+    # 30 epochs: Optuna's halving would compare at 27 too; ours stops at 9 (27 -> 30 would save 3 epochs)
+    assert ASHAPruner(30, 10).rungs == [1, 3, 9]
+    flat = lambda v: [v] * 30   # noqa: E731
+    # the last trial leads every rung, then drops at epoch 27: Optuna would prune it there (below the other
+    # complete trial's 0.9 at 27); past our last rung it completes
+    states = _asha_study(5, [flat(0.5), flat(0.6), flat(0.7), flat(0.9), [0.95] * 26 + [0.5] * 4])
+    assert states[3:] == [("COMPLETE", 30), ("COMPLETE", 30)]
+
+
+def test_optuna_private_names_still_exist():
+    """tune leans on three Optuna private names (recipe/stages/optuna_private.py): if an Optuna upgrade renames
+    one, this fails here, by name, instead of ASHA or the worker accounting misbehaving quietly."""
+    import optuna
+
+    from recipe.stages import optuna_private as P
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
+    trial = study.ask()
+    assert isinstance(P.trial_id(trial), int)
+    P.set_system_attr(study, trial, "recipe:probe", 7)
+    trial.report(0.5, 1)
+    trial.should_prune()       # records the rung-0 value under the key P.rung_key(0) names
+    frozen = P.storage_of(study).get_trial(P.trial_id(trial))
+    assert frozen.system_attrs["recipe:probe"] == 7
+    assert frozen.system_attrs[P.rung_key(0)] == 0.5
 
 
 def test_rerun_continues_to_total(tmp_path):
@@ -227,6 +343,73 @@ def test_rerun_continues_to_total(tmp_path):
     assert (second[2]["train.lr"], second[3]["train.lr"]) != (first[0]["train.lr"], first[1]["train.lr"])
     assert tune(cfg, runs, "--trials", "4").exit_code in (0, 1)  # budget reached: nothing new
     assert len(trials_csv(runs)) == 4
+
+
+# ----------------------------------------------------------------------------- batched trials (tune.batch)
+
+
+def _tune_with_batch(tmp: Path, batch: int, space: str, trials: int, epochs: int = 3, *args: str):
+    folder = tmp / f"batch{batch}"
+    folder.mkdir()
+    cfg, runs = make(folder, space=space, epochs=epochs)
+    r = tune(cfg, runs, "--trials", str(trials), "-o", f"tune.batch={batch}", *args)
+    assert r.exit_code in (0, 1), r
+    return trials_csv(runs), load_study(runs).get_trials()
+
+
+def test_batched_trials_record_what_unbatched_trials_record(tmp_path):
+    # no dropout: a stacked member trains exactly as the trial alone, so the records agree trial by trial
+    space = "{train.lr: {low: 1.0e-3, high: 3.0e-2, log: true}, train.weight_decay: {low: 1.0e-6, high: 1.0e-2, log: true}}"
+    alone, alone_trials = _tune_with_batch(tmp_path, 1, space, 4)
+    stacked, stacked_trials = _tune_with_batch(tmp_path, 4, space, 4)
+    assert [t.system_attrs.get("recipe:stacked") for t in alone_trials] == [None] * 4
+    assert [t.system_attrs.get("recipe:stacked") for t in stacked_trials] == [4] * 4
+    assert list(alone[0]) == list(stacked[0])                               # the same trials.csv columns
+    for a, b in zip(alone, stacked):
+        assert (a["number"], a["train.lr"], a["train.weight_decay"], a["state"], a["epochs"], a["worker"]) == \
+            (b["number"], b["train.lr"], b["train.weight_decay"], b["state"], b["epochs"], b["worker"])
+        assert float(a["val"]) == pytest.approx(float(b["val"]), abs=1.5 / 270)   # at most one val sample apart
+        assert float(a["train_score"]) == pytest.approx(float(b["train_score"]), abs=2 / 1257)
+        assert float(b["seconds"]) > 0 and b["note"] == a["note"] == ""
+
+
+def test_batched_and_unbatched_tuning_reach_the_same_best_val(tmp_path):
+    # dropout in the space: members draw their own masks, so trials differ by dropout noise only
+    space = "{train.lr: {low: 1.0e-3, high: 3.0e-2, log: true}, model.dropout: {low: 0.0, high: 0.5}}"
+    alone, _ = _tune_with_batch(tmp_path, 1, space, 6, 6)
+    stacked, trials = _tune_with_batch(tmp_path, 6, space, 6, 6)
+    assert {t.system_attrs.get("recipe:stacked") for t in trials} == {6}
+    best_alone, best_stacked = max(float(x["val"]) for x in alone), max(float(x["val"]) for x in stacked)
+    noise = 2 * (best_alone * (1 - best_alone) / 270) ** 0.5               # two binomial std of a 270-row val
+    assert abs(best_alone - best_stacked) <= max(noise, 2 / 270), (best_alone, best_stacked)
+    assert [x["model.dropout"] for x in alone] == [x["model.dropout"] for x in stacked]
+
+
+def test_batched_trials_are_grouped_by_batch_size(tmp_path):
+    _, trials = _tune_with_batch(tmp_path, 6, SMALL_SPACE, 6)
+    sizes = {}
+    for t in trials:
+        sizes.setdefault(t.params["train.batch_size"], []).append(t.system_attrs.get("recipe:stacked"))
+    for bs, stacked in sizes.items():     # one stack per batch size (a lone trial trains unstacked)
+        assert stacked == ([None] if len(stacked) == 1 else [len(stacked)] * len(stacked)), sizes
+
+
+def test_tune_batch_is_validated_and_defaults_from_the_model_size():
+    import torch
+
+    from recipe.config import validate
+    from recipe.errors import ConfigError
+    from recipe.stages.tune_batch import batch_size
+
+    with pytest.raises(ConfigError, match="tune.batch"):
+        validate({"name": "b", "data": {"source": "builtin:digits"}, "tune": {"batch": 0}})
+    cfg, ds = _digits([16])
+    cpu = torch.device("cpu")
+    assert batch_size(cfg, ds, {}, cpu) == 32                       # a small model: stack the most
+    assert batch_size(cfg, ds, {"model.hidden": [512, 512]}, cpu) == 1   # CPU-bound already: no stacking
+    assert batch_size(cfg, ds, {}, cpu, jobs=2, trials=12) == 6     # each worker's share of the trials
+    assert batch_size(cfg.with_overrides({"tune.batch": 1}), ds, {}, cpu) == 1
+    assert batch_size(cfg.with_overrides({"tune.batch": 5}), ds, {}, cpu, trials=3) == 3
 
 
 # ----------------------------------------------------------------------------- crashes
@@ -255,37 +438,41 @@ def _wait_for(runs: Path, predicate, proc: subprocess.Popen, timeout: float = 12
 
 
 @pytest.mark.slow
-def test_kill_9_mid_trial_then_resume_retries_it(tmp_path):
+@pytest.mark.parametrize("batch", [1, 3])
+def test_kill_9_mid_trial_then_resume_retries_it(tmp_path, batch):
     from optuna.trial import TrialState
 
     cfg, runs = make(tmp_path, epochs=60)       # long trials, so the kill lands mid-trial
-    proc = _spawn(cfg, runs, "--trials", "3")
+    proc = _spawn(cfg, runs, "--trials", "3", "-o", f"tune.batch={batch}")
     running = _wait_for(runs, lambda ts: [t for t in ts if t.state == TrialState.RUNNING
                                           and "recipe:pid" in t.system_attrs], proc)
     victim = running[0]
     assert victim.system_attrs["recipe:pid"] == proc.pid
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert load_study(runs).get_trials()[victim.number].state == TrialState.RUNNING   # orphaned, as after a crash
+    orphans = [t.number for t in load_study(runs).get_trials() if t.state == TrialState.RUNNING]
+    assert victim.number in orphans and len(orphans) <= batch       # orphaned, as after a crash: a whole stack
     r = tune(cfg, runs, "--trials", "3")
     assert r.exit_code in (0, 1), r
     trials = load_study(runs).get_trials()
-    killed = trials[victim.number]
-    assert killed.state == TrialState.FAIL and "died mid-trial" in killed.system_attrs["recipe:retry"]
+    for number in orphans:
+        killed = trials[number]
+        assert killed.state == TrialState.FAIL and "died mid-trial" in killed.system_attrs["recipe:retry"]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 3 and len(trials) == 4              # exactly --trials, plus the one retried
+    assert len(complete) == 3 and len(trials) == 3 + len(orphans)   # exactly --trials, plus those retried
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     t = tune_json(runs)
-    assert t["states"]["complete"] == 3 and t["states"]["retried"] == 1 and t["states"]["fail"] == 0
+    assert t["states"]["complete"] == 3 and t["states"]["retried"] == len(orphans) and t["states"]["fail"] == 0
     assert record(runs, "tn", "tune")["status"] in ("forced", "failed")
 
 
 @pytest.mark.slow
-def test_ctrl_c_exits_130_keeps_finished_trials(tmp_path):
+@pytest.mark.parametrize("batch", [1, 4])
+def test_ctrl_c_exits_130_keeps_finished_trials(tmp_path, batch):
     from optuna.trial import TrialState
 
     cfg, runs = make(tmp_path, epochs=25)
-    proc = _spawn(cfg, runs, "--trials", "20")
+    proc = _spawn(cfg, runs, "--trials", "20", "-o", f"tune.batch={batch}")
     _wait_for(runs, lambda ts: [t for t in ts if t.state == TrialState.COMPLETE]
               and [t for t in ts if t.state == TrialState.RUNNING], proc)
     os.kill(proc.pid, signal.SIGINT)
@@ -296,8 +483,8 @@ def test_ctrl_c_exits_130_keeps_finished_trials(tmp_path):
     trials = load_study(runs).get_trials()
     assert [t for t in trials if t.state == TrialState.COMPLETE]                     # kept
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    interrupted = [t for t in trials if t.state == TrialState.FAIL]
-    assert len(interrupted) == 1 and "interrupted" in interrupted[0].system_attrs["recipe:retry"]
+    interrupted = [t for t in trials if t.state == TrialState.FAIL]      # the trial (or stack) in flight
+    assert 1 <= len(interrupted) <= batch and all("interrupted" in t.system_attrs["recipe:retry"] for t in interrupted)
 
 
 # ----------------------------------------------------------------------------- planted cases for the checks
