@@ -108,8 +108,9 @@ def split_indices(n: int, y: Optional[np.ndarray], val: float, test: float, seed
     rng = np.random.default_rng(seed)
     groups = [np.arange(n)]
     if stratify and y is not None:
-        _, inverse = np.unique(y, return_inverse=True)
-        groups = [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)]
+        _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+        # a stable sort lists each class's rows in ascending order: the same groups as flatnonzero(inverse == k)
+        groups = np.split(np.argsort(inverse.ravel(), kind="stable"), np.cumsum(counts)[:-1])
     parts: dict[str, list] = {"train": [], "val": [], "test": []}
     for g in groups:
         g = rng.permutation(g)
@@ -127,9 +128,10 @@ def split_indices(n: int, y: Optional[np.ndarray], val: float, test: float, seed
 def _infer_task(y: np.ndarray) -> str:
     if y.dtype == object or y.dtype == bool or np.issubdtype(y.dtype, np.str_):
         return "classification"
-    finite = y[np.isfinite(y.astype(float))]
-    if finite.size and np.all(np.mod(finite, 1) == 0) and len(np.unique(finite)) <= max(20, int(np.sqrt(len(y)) / 2)):
-        if np.issubdtype(y.dtype, np.integer) or len(np.unique(finite)) <= 20:
+    finite = y if np.issubdtype(y.dtype, np.integer) else y[np.isfinite(y.astype(float))]
+    if finite.size and np.all(np.mod(finite, 1) == 0):
+        distinct = len(np.unique(finite))
+        if distinct <= max(20, int(np.sqrt(len(y)) / 2)) and (np.issubdtype(y.dtype, np.integer) or distinct <= 20):
             return "classification"
     return "regression"
 
@@ -143,6 +145,8 @@ def _is_missing(a: np.ndarray) -> np.ndarray:
 def _encode_tables(tables: dict[str, Table], cfg) -> tuple[dict[str, np.ndarray], list[str], dict]:
     """Turn each split's columns into a float32 matrix with levels/medians from train only."""
     train = tables["train"]
+    if train.matrix is not None and train.names is not None:
+        return _encode_numeric(tables, cfg)
     if train.matrix is not None:
         return {s: t.matrix for s, t in tables.items()}, [f"x{i}" for i in range(train.matrix.shape[1])], {}
     names, blocks, encoding = [], {s: [] for s in tables}, {"categorical": {}, "imputed": {}, "unseen": {}}
@@ -194,6 +198,28 @@ def _encode_tables(tables: dict[str, Table], cfg) -> tuple[dict[str, np.ndarray]
             blocks[s].append(v[:, None])
     out = {s: _assemble(b, tables[s].n_rows) for s, b in blocks.items()}
     return out, names, encoding
+
+
+def _encode_numeric(tables: dict[str, Table], cfg) -> tuple[dict[str, np.ndarray], list[str], dict]:
+    """A table whose features are all numbers arrives as one float32 matrix per split: only imputation is
+    left to do (train medians, as for separate columns)."""
+    train = tables["train"]
+    names = list(train.names)
+    encoding: dict[str, Any] = {"categorical": {}, "imputed": {}, "unseen": {}}
+    xs = {s: t.matrix for s, t in tables.items()}
+    if cfg.data.missing != "impute":
+        return xs, names, encoding
+    fills = np.empty(len(names), np.float32)
+    for j, col in enumerate(names):
+        v = train.matrix[:, j]
+        finite = v[np.isfinite(v)].astype(np.float64)
+        if not finite.size:
+            raise _nothing_to_impute(train.origin, col)
+        fills[j] = np.median(finite)
+        encoding["imputed"][col] = float(str(fills[j]))   # the value written, as its shortest decimal
+    for x in xs.values():   # each split's matrix is its own (rows taken from the file's): fill in place
+        np.copyto(x, fills, where=np.isnan(x))
+    return xs, names, encoding
 
 
 def _assemble(blocks: list[np.ndarray], n: int, rows: int = 8192) -> np.ndarray:
@@ -273,6 +299,8 @@ def _encode_target(tables: dict[str, Table], task: Optional[str]) -> tuple[str, 
             rows = np.flatnonzero(miss)[:5].tolist()
             raise DataError(f"{tables[s].origin}: target column '{tables[s].target_name}' has {int(miss.sum())} "
                             f"missing labels ({s} rows {rows}); drop those rows")
+    if train_y.dtype != object and all(y.dtype != object for y in ys.values()):
+        return task, *_class_ids(tables, ys)
     as_key = (lambda y: np.array([str(v) for v in y], dtype=object)) if train_y.dtype == object else (lambda y: y)
     classes = sorted(set(as_key(train_y).tolist()), key=lambda v: (str(type(v)), v))
     if len(classes) < 2:
@@ -289,6 +317,23 @@ def _encode_target(tables: dict[str, Table], task: Optional[str]) -> tuple[str, 
         out[s] = np.array([index[k] for k in keys], dtype=np.int64)
     plain = [c.item() if hasattr(c, "item") else c for c in classes]
     return task, out, plain
+
+
+def _class_ids(tables: dict[str, Table], ys: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list]:
+    """Numeric labels: classes are train's distinct values in order, ids found by binary search."""
+    classes = np.unique(ys["train"])
+    if len(classes) < 2:
+        raise DataError(f"{tables['train'].origin}: target '{tables['train'].target_name}' has a single class "
+                        f"({classes[0] if len(classes) else 'none'}) in train; classification needs two or more")
+    out = {}
+    for s, y in ys.items():
+        ids = np.minimum(np.searchsorted(classes, y), len(classes) - 1)
+        unseen = classes[ids] != y
+        if unseen.any():
+            raise DataError(f"{tables[s].origin}: label(s) {np.unique(y[unseen])[:5].tolist()} appear in the {s} "
+                            "split but never in train; the model cannot learn them (fix the split or drop those rows)")
+        out[s] = ids.astype(np.int64)
+    return out, classes.tolist()
 
 
 def norm_stats(x: np.ndarray, kind: str, shape: tuple = ()) -> dict[str, Any]:
@@ -369,52 +414,72 @@ def _strat_key(y: Optional[np.ndarray]) -> Optional[np.ndarray]:
 
 def load(cfg) -> Dataset:
     """Load, split, encode and fingerprint the experiment's data; test is sealed inside."""
+    from concurrent.futures import ThreadPoolExecutor
+
     tables = _tables(cfg)
     for s, t in tables.items():
         if t.n_rows == 0:
             raise DataError(f"{t.origin}: the {s} split is empty (data.split.{s} too small?)")
-    task, ys, classes = _encode_target(tables, cfg.task)
-    xs, names, encoding = _encode_tables(tables, cfg)
-    if classes is not None:
-        encoding["labels"] = classes
-    for s in SPLITS:
-        if len(ys[s]) < 2 and s != "test":
-            raise DataError(f"{tables[s].origin}: the {s} split has {len(ys[s])} row(s); it needs at least 2")
-    d = cfg.data
-    shape = tuple(d.shape) if d.shape else (tables["train"].shape or (xs["train"].shape[1],))
-    if int(np.prod(shape)) != xs["train"].shape[1]:
-        raise DataError(f"data.shape {list(shape)} holds {int(np.prod(shape))} values per sample, "
-                        f"but the data has {xs['train'].shape[1]} features")
-    splits = {s: Split(xs[s], ys[s], np.asarray(tables[s].extra.get("rows", np.arange(len(ys[s]))))) for s in SPLITS}
-    target_stats: dict[str, float] = {}
-    if task == "regression":
-        ty = splits["train"].y.astype(np.float64)
-        fin = ty[np.isfinite(ty)]
-        target_stats = {"mean": float(fin.mean()) if fin.size else 0.0,
-                        "std": float(fin.std()) if fin.size and fin.std() > 1e-12 else 1.0}
-    files = {}
+    # the source files are hashed on a side thread while this one encodes: file reads and hashlib release
+    # the GIL, so on two cores the digest of a 500 MB CSV costs almost no wall time
+    with ThreadPoolExecutor(1, thread_name_prefix="recipe-digest") as pool:
+        digests = pool.submit(_file_digests, tables)
+        task, ys, classes = _encode_target(tables, cfg.task)
+        xs, names, encoding = _encode_tables(tables, cfg)
+        if classes is not None:
+            encoding["labels"] = classes
+        for s in SPLITS:
+            if len(ys[s]) < 2 and s != "test":
+                raise DataError(f"{tables[s].origin}: the {s} split has {len(ys[s])} row(s); it needs at least 2")
+        d = cfg.data
+        shape = tuple(d.shape) if d.shape else (tables["train"].shape or (xs["train"].shape[1],))
+        if int(np.prod(shape)) != xs["train"].shape[1]:
+            raise DataError(f"data.shape {list(shape)} holds {int(np.prod(shape))} values per sample, "
+                            f"but the data has {xs['train'].shape[1]} features")
+        shape = tuple(int(v) for v in shape)
+        splits = {s: Split(xs[s], ys[s], np.asarray(tables[s].extra.get("rows", np.arange(len(ys[s])))))
+                  for s in SPLITS}
+        content = pool.submit(_content_digest, splits, (task, names, classes, shape))
+        target_stats: dict[str, float] = {}
+        if task == "regression":
+            ty = splits["train"].y.astype(np.float64)
+            fin = ty[np.isfinite(ty)]
+            target_stats = {"mean": float(fin.mean()) if fin.size else 0.0,
+                            "std": float(fin.std()) if fin.size and fin.std() > 1e-12 else 1.0}
+        norm = norm_stats(splits["train"].x, d.normalize, shape)
+        ds = Dataset(
+            task=task, feature_names=names, shape=shape, classes=classes,
+            train=splits["train"], val=splits["val"], _test=splits["test"], norm=norm, target_stats=target_stats,
+            encoding=encoding, files=digests.result(), origin=tables["train"].origin, extra=dict(tables["train"].extra),
+        )
+        ds.fingerprint = content.result()
+    ds.extra.pop("rows", None)
+    return ds
+
+
+def _file_digests(tables: dict[str, Table]) -> dict[str, str]:
+    from pathlib import Path
+
     from recipe.workspace import file_digest
 
+    files: dict[str, str] = {}
     for t in tables.values():
         for f in t.files:
             if f not in files:
-                files[f] = file_digest(__import__("pathlib").Path(f))
-    ds = Dataset(
-        task=task, feature_names=names, shape=tuple(int(v) for v in shape), classes=classes,
-        train=splits["train"], val=splits["val"], _test=splits["test"],
-        norm=norm_stats(splits["train"].x, d.normalize, tuple(int(v) for v in shape)), target_stats=target_stats, encoding=encoding,
-        files=files, origin=tables["train"].origin, extra=dict(tables["train"].extra),
-    )
-    ds.extra.pop("rows", None)
-    ds.fingerprint = fingerprint(ds)
-    return ds
+                files[f] = file_digest(Path(f))
+    return files
 
 
 def fingerprint(ds: Dataset) -> str:
     """Content hash of the loaded splits (features, targets, names, label mapping)."""
+    return _content_digest({"train": ds.train, "val": ds.val, "test": ds._test},
+                           (ds.task, ds.feature_names, ds.classes, ds.shape))
+
+
+def _content_digest(splits: dict[str, Split], meta: tuple) -> str:
     h = hashlib.sha256()
-    for s in (ds.train, ds.val, ds._test):
-        h.update(np.ascontiguousarray(s.x).tobytes())
-        h.update(np.ascontiguousarray(s.y).tobytes())
-    h.update(repr((ds.task, ds.feature_names, ds.classes, ds.shape)).encode())
+    for s in SPLITS:
+        h.update(np.ascontiguousarray(splits[s].x).data)   # the buffer itself: no 200 MB bytes copy
+        h.update(np.ascontiguousarray(splits[s].y).data)
+    h.update(repr(meta).encode())
     return h.hexdigest()[:16]

@@ -21,7 +21,8 @@ class Table:
 
     origin: str                         # file path or description, for messages
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # tabular sources
-    matrix: Optional[np.ndarray] = None  # array sources: (N, ...) samples
+    matrix: Optional[np.ndarray] = None  # array sources: (N, ...) samples; all-numeric tables: (N, D) float32
+    names: Optional[list[str]] = None    # the matrix's column names when it holds a table's numeric columns
     target: Optional[np.ndarray] = None
     target_name: str = "label"
     shape: Optional[tuple[int, ...]] = None  # natural per-sample shape (images)
@@ -39,6 +40,7 @@ class Table:
             origin=self.origin,
             columns={k: v[idx] for k, v in self.columns.items()},
             matrix=None if self.matrix is None else self.matrix[idx],
+            names=self.names,
             target=None if self.target is None else self.target[idx],
             target_name=self.target_name,
             shape=self.shape,
@@ -64,7 +66,7 @@ def read_source(spec: str, resolve, target: str, features: Optional[list[str]]) 
     if suffix == ".npz":
         return _npz(path)
     if suffix in (".csv", ".tsv", ".txt"):
-        return _columns(_read_csv(path), path, target, features)
+        return _columns(_read_csv(path, float32_except=target), path, target, features)
     if suffix in (".parquet", ".pq"):
         return _columns(_read_parquet(path), path, target, features)
     raise DataError(f"{path}: unsupported file type '{suffix}' (use .csv, .parquet, .npz or an image folder)")
@@ -140,7 +142,34 @@ def _arrays(x: np.ndarray, y: np.ndarray, origin: str) -> Table:
 # ----------------------------------------------------------------------------- columnar files
 
 
-def _read_csv(path: Path):
+TYPED_READ_BYTES = 8 << 20   # files from this size up parse their numeric columns straight to float32
+HEAD_BYTES = 1 << 20         # the head whose inferred types decide which columns those are
+
+
+def _float32_types(path: Path, delimiter: str, keep: str) -> dict:
+    """float32 for every column the file's head reads as int or float (all but `keep`, the target): parsing
+    to float32 writes half the memory of float64 and leaves nothing to convert. {} for small files, which
+    read fast anyway and keep the plain inference."""
+    import pyarrow as pa
+    from pyarrow import csv
+
+    if path.stat().st_size < TYPED_READ_BYTES:
+        return {}
+    with path.open("rb") as f:
+        head = f.read(HEAD_BYTES)
+    head = head[:head.rfind(b"\n") + 1]
+    try:
+        sample = csv.read_csv(pa.py_buffer(head), parse_options=csv.ParseOptions(delimiter=delimiter),
+                              convert_options=csv.ConvertOptions(strings_can_be_null=True))
+    except (pa.ArrowException, OSError):   # the full read reports the problem
+        return {}
+    return {f.name: pa.float32() for f in sample.schema
+            if f.name != keep and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))}
+
+
+def _read_csv(path: Path, float32_except: Optional[str] = None):
+    """The CSV as an Arrow table. With float32_except (the target's name), a large file parses its numeric
+    columns to float32; if one holds text further down than its head, the file is read again untyped."""
     import pyarrow as pa
     from pyarrow import csv
 
@@ -156,12 +185,19 @@ def _read_csv(path: Path):
     except UnicodeDecodeError as e:
         if e.start < len(head) - 4:  # a multi-byte char cut at the block edge is fine
             raise DataError(f"{path}: not UTF-8 text (byte {e.start}); re-save the file as UTF-8") from None
+    types = _float32_types(path, delimiter, float32_except) if float32_except is not None else {}
+
+    def read(column_types: dict):
+        return csv.read_csv(path, parse_options=csv.ParseOptions(delimiter=delimiter),
+                            convert_options=csv.ConvertOptions(strings_can_be_null=True, column_types=column_types))
+
     try:
-        table = csv.read_csv(
-            path,
-            parse_options=csv.ParseOptions(delimiter=delimiter),
-            convert_options=csv.ConvertOptions(strings_can_be_null=True),
-        )
+        try:
+            table = read(types)
+        except pa.ArrowInvalid:
+            if not types:
+                raise
+            table = read({})   # text below the head, or a ragged row: the plain read finds which and where
     except pa.ArrowInvalid as e:
         msg = str(e).splitlines()[0]
         if "UTF8" in msg or "utf8" in msg.lower():
@@ -214,9 +250,6 @@ def _read_parquet(path: Path):
 
 
 def _columns(table, path: Path, target: str, features: Optional[list[str]]) -> Table:
-    import pyarrow as pa
-    import pyarrow.types as pt
-
     names = table.column_names
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -233,35 +266,73 @@ def _columns(table, path: Path, target: str, features: Optional[list[str]]) -> T
         raise DataError(f"{path}: feature column(s) {', '.join(map(repr, missing))} not found (data.features)")
     if target in wanted:
         raise DataError(f"{path}: the target column '{target}' is also listed in data.features")
+    target_col = table.column(target)
+    if all(_plain_number(table.column(n)) for n in wanted):
+        # the common case, all features numbers: one float32 matrix, filled a record batch at a time, so that
+        # splitting takes rows of one array instead of gathering every column once per split
+        y = _column_array(target_col, path, target)
+        return Table(origin=str(path), matrix=_numeric_matrix(table, wanted), names=list(wanted), target=y,
+                     target_name=target, files=[str(path)])
     cols: dict[str, np.ndarray] = {}
     for name in wanted + [target]:
-        col = table.column(name)
-        typ = col.type
-        if pt.is_nested(typ) or pt.is_struct(typ) or pt.is_map(typ):
-            raise DataError(f"{path}: column '{name}' holds nested values ({typ}); flatten it or drop it with data.features")
-        if pt.is_temporal(typ):
-            raise DataError(f"{path}: column '{name}' is a date/time ({typ}); derive numeric features from it "
-                            "or drop it with data.features")
-        if pt.is_binary(typ) or pt.is_large_binary(typ):
-            raise DataError(f"{path}: column '{name}' holds binary values; drop it with data.features")
-        if pt.is_dictionary(typ):
-            col = col.cast(pa.string())
-            typ = col.type
-        if pt.is_boolean(typ):
-            arr = np.array([np.nan if v is None else float(v) for v in col.to_pylist()], dtype=np.float32) \
-                if col.null_count else col.to_numpy(zero_copy_only=False).astype(np.float32)
-        elif pt.is_integer(typ) or pt.is_floating(typ) or pt.is_decimal(typ):
-            arr = col.to_numpy(zero_copy_only=False)
-            arr = arr.astype(np.float64) if pt.is_decimal(typ) else arr
-        elif pt.is_string(typ) or pt.is_large_string(typ) or pt.is_null(typ):
-            arr = np.array(col.to_pylist(), dtype=object)
-            if name != target:
-                _refuse_dates_and_text(arr, path, name)
-        else:
-            raise DataError(f"{path}: column '{name}' has unsupported type {typ}; drop it with data.features")
-        cols[name] = arr
+        cols[name] = _column_array(table.column(name), path, name, is_target=name == target)
     y = cols.pop(target)
     return Table(origin=str(path), columns=cols, target=y, target_name=target, files=[str(path)])
+
+
+def _plain_number(col) -> bool:
+    """Integers, floats, and booleans without nulls: float32 as they are (a null is NaN)."""
+    import pyarrow.types as pt
+
+    typ = col.type
+    return pt.is_integer(typ) or pt.is_floating(typ) or (pt.is_boolean(typ) and col.null_count == 0)
+
+
+def _numeric_matrix(table, names: list[str]) -> np.ndarray:
+    """Numeric columns as a C-ordered (N, D) float32 matrix: each record batch (about 2k rows of a CSV) is
+    stacked into its rows while its columns are still in cache; 3x faster than writing column by column."""
+    out = np.empty((table.num_rows, len(names)), np.float32)
+    if not names:
+        return out
+    i = 0
+    for batch in table.select(names).to_batches():
+        n = batch.num_rows
+        if n:
+            np.stack([c.to_numpy(zero_copy_only=False) for c in batch.columns], axis=1, out=out[i:i + n],
+                     casting="unsafe")
+        i += n
+    return out
+
+
+def _column_array(col, path: Path, name: str, is_target: bool = False) -> np.ndarray:
+    """One column as numbers (float or int), or as objects for text; refuses types recipe cannot encode."""
+    import pyarrow as pa
+    import pyarrow.types as pt
+
+    typ = col.type
+    if pt.is_nested(typ) or pt.is_struct(typ) or pt.is_map(typ):
+        raise DataError(f"{path}: column '{name}' holds nested values ({typ}); flatten it or drop it with data.features")
+    if pt.is_temporal(typ):
+        raise DataError(f"{path}: column '{name}' is a date/time ({typ}); derive numeric features from it "
+                        "or drop it with data.features")
+    if pt.is_binary(typ) or pt.is_large_binary(typ):
+        raise DataError(f"{path}: column '{name}' holds binary values; drop it with data.features")
+    if pt.is_dictionary(typ):
+        col = col.cast(pa.string())
+        typ = col.type
+    if pt.is_boolean(typ):
+        arr = np.array([np.nan if v is None else float(v) for v in col.to_pylist()], dtype=np.float32) \
+            if col.null_count else col.to_numpy(zero_copy_only=False).astype(np.float32)
+    elif pt.is_integer(typ) or pt.is_floating(typ) or pt.is_decimal(typ):
+        arr = col.to_numpy(zero_copy_only=False)
+        arr = arr.astype(np.float64) if pt.is_decimal(typ) else arr
+    elif pt.is_string(typ) or pt.is_large_string(typ) or pt.is_null(typ):
+        arr = np.array(col.to_pylist(), dtype=object)
+        if not is_target:
+            _refuse_dates_and_text(arr, path, name)
+    else:
+        raise DataError(f"{path}: column '{name}' has unsupported type {typ}; drop it with data.features")
+    return arr
 
 
 # date/time written as text: 2024-01-31, 31/01/2024, 1.2.24, 10:30, "Jan 5 2024", optionally with a time part

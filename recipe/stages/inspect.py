@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from recipe import checks as C
-from recipe.data.hashing import column_moments, row_hashes
+from recipe.data.hashing import all_finite, column_moments, row_hashes
 from recipe.runner import StageResult
 
 EXAMPLES = 5  # example rows / columns shown in evidence
@@ -37,9 +37,9 @@ def check_non_finite(ds) -> C.Check:
     ev: dict[str, Any] = {}
     total = 0
     for s, sp in _splits(ds).items():
-        bad = ~np.isfinite(sp.x)
-        rows = bad.any(axis=1)
+        rows = np.zeros(len(sp.x), bool) if all_finite(sp.x) else ~np.isfinite(sp.x).all(axis=1)
         if rows.any():
+            bad = ~np.isfinite(sp.x)
             cols = np.flatnonzero(bad.any(axis=0))
             total += int(rows.sum())
             ev[s] = {"rows": int(rows.sum()), "example_rows": _rows(sp, rows),
@@ -61,8 +61,10 @@ def check_non_finite(ds) -> C.Check:
 
 def check_constant(ds, th) -> C.Check:
     x = ds.train.x
+    finite = all_finite(x)
     with np.errstate(invalid="ignore"):
-        const = np.flatnonzero(np.nanmax(x, 0) == np.nanmin(x, 0)) if len(x) else np.array([], int)
+        hi, lo = (x.max(0), x.min(0)) if finite else (np.nanmax(x, 0), np.nanmin(x, 0))
+        const = np.flatnonzero(hi == lo) if len(x) else np.array([], int)
     zero = [j for j in const if np.nanmax(np.abs(x[:, j])) == 0]
     frac = len(const) / max(x.shape[1], 1)
     ev = {"constant": len(const), "all_zero": len(zero), "features": x.shape[1], "fraction": round(frac, 4),
@@ -78,11 +80,14 @@ def check_constant(ds, th) -> C.Check:
 
 def check_duplicates(ds, th, hashes) -> C.Check:
     h = hashes["train"]
-    _, first, counts = np.unique(h, return_index=True, return_counts=True)
-    repeats = int(len(h) - len(first))
+    ordered = hashes["train_sorted"]
+    repeats = int(np.count_nonzero(ordered[1:] == ordered[:-1]))
     frac = repeats / max(len(h), 1)
-    dup_mask = np.ones(len(h), bool)
-    dup_mask[first] = False
+    dup_mask = np.zeros(len(h), bool)
+    if repeats:   # which rows repeat an earlier one: only worth a stable sort when some do
+        _, first = np.unique(h, return_index=True)
+        dup_mask[:] = True
+        dup_mask[first] = False
     ev = {"repeated_rows": repeats, "fraction": round(frac, 4), "example_rows": _rows(ds.train, dup_mask),
           "max_fraction": th["max_fraction"]}
     if frac > th["max_fraction"]:
@@ -102,7 +107,7 @@ def _member(values: np.ndarray, ordered: np.ndarray) -> np.ndarray:
 def check_leak(ds, th, hashes) -> C.Check:
     ev: dict[str, Any] = {"max_fraction": th["max_fraction"]}
     worst, msgs = 0.0, []
-    ordered = {s: np.sort(hashes[s]) for s in ("train", "val")}
+    ordered = {s: hashes[f"{s}_sorted"] for s in ("train", "val")}
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
         shared = _member(hashes[b], ordered[a])
         n = int(shared.sum())
@@ -124,9 +129,11 @@ def check_label_conflict(ds, th, hashes) -> C.Check:
         return C.make("data.label-conflict", "skip", "regression: identical inputs may have different targets")
     h = np.concatenate([hashes["train"], hashes["val"]])
     y = np.concatenate([ds.train.y, ds.val.y])
-    order = np.lexsort((y, h))
+    order = np.argsort(h)
     hs, ys = h[order], y[order]
     same = hs[1:] == hs[:-1]
+    # inside a group of equal inputs, labels all agree exactly when every neighbouring pair agrees, whatever
+    # the order within the group: no need to sort by label too
     differ = same & (ys[1:] != ys[:-1])
     conflicted = set(hs[1:][differ].tolist())
     mask = np.isin(h, list(conflicted)) if conflicted else np.zeros(len(h), bool)
@@ -325,27 +332,41 @@ def check_size(ds, th) -> C.Check:
 
 def check_outliers(ds, th) -> C.Check:
     x = ds.train.x
-    fin = x if np.isfinite(x).all() else np.where(np.isfinite(x), x, np.nan)
+    finite = all_finite(x)
+    fin = x if finite else np.where(np.isfinite(x), x, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         # robust z (median / MAD) so that many outliers cannot hide each other by inflating the std;
         # columns with MAD 0 (mostly-constant, e.g. image borders) fall back to mean / std
         ref = fin if len(fin) <= 100_000 else fin[np.random.default_rng(0).choice(len(fin), 100_000, replace=False)]
-        med = np.nanmedian(ref, 0)                      # centre and spread from (a sample of) train; z on every row
-        mad = 1.4826 * np.nanmedian(np.abs(ref - med), 0)
-        mean, sd = np.nanmean(ref, 0), np.nanstd(ref, 0)
+        # centre and spread from (a sample of) train, z on every row; one column per contiguous row of ref.T:
+        # a median along axis 0 partitions strided columns, 5x slower
+        ref = np.ascontiguousarray(ref.T)
+        median, mean, std = (np.median, np.mean, np.std) if finite else (np.nanmedian, np.nanmean, np.nanstd)
+        med = median(ref, 1)
+        mad = 1.4826 * median(np.abs(ref - med[:, None]), 1)
+        mean, sd = mean(ref, 1), std(ref, 1)
         center = np.where(mad > 1e-12, med, mean)
         spread = np.where(mad > 1e-12, mad, np.where(sd > 1e-12, sd, np.inf))
         limit = (th["z"] * spread).astype(np.float32)      # |x - centre| > z * spread, a block of rows at a time
         center = center.astype(np.float32)
         rows = np.zeros(len(fin), bool)
         per_col = np.zeros(fin.shape[1], np.int64)
-        for i in range(0, len(fin), 1 << 14):
-            cells = np.abs(fin[i:i + (1 << 14)] - center) > limit   # NaN compares False: not an outlier
-            rows[i:i + (1 << 14)] = cells.any(1)
-            per_col += cells.sum(0)
+        step = 1 << 13
+        buf = np.empty((min(step, len(fin)), fin.shape[1]), np.float32)
+        cells = np.empty(buf.shape, bool)
+        for i in range(0, len(fin), step):
+            b, c = buf[:len(fin[i:i + step])], cells[:len(fin[i:i + step])]
+            np.subtract(fin[i:i + step], center, out=b)
+            np.abs(b, out=b)
+            np.greater(b, limit, out=c)                        # NaN compares False: not an outlier
+            hit = c.any(1)
+            if hit.any():
+                rows[i:i + step] = hit
+                per_col += c[hit].sum(0)
     n_cells = int(per_col.sum())
     frac = n_cells / fin.size if fin.size else 0.0
-    ev: dict[str, Any] = {"cells": n_cells, "fraction": round(frac, 6), "z": th["z"],
+    ev: dict[str, Any] = {"cells": n_cells, "fraction": round(frac, 6), "z": th["z"], "rows_checked": len(fin),
+                          "centre_and_spread_from_rows": ref.shape[1],
                           "scale": "robust (median/MAD; mean/std where MAD is 0)",
                           "max_fraction": th["max_fraction"], "example_rows": _rows(ds.train, rows),
                           "columns": [ds.feature_names[j] for j in np.argsort(-per_col)[:EXAMPLES] if per_col[j]]}
@@ -365,15 +386,14 @@ def check_outliers(ds, th) -> C.Check:
 
 
 def _probe_data(ds, th):
-    x = np.nan_to_num(ds.normalize(ds.train.x), nan=0.0, posinf=0.0, neginf=0.0)
+    """Normalized train rows for a probe: all of them, or a seeded sample of th['sample'] (taken before
+    normalizing, so that 1M rows cost what the sample costs)."""
     y = ds.train.y
-    if ds.task == "regression":
-        keep = np.isfinite(y)
-        x, y = x[keep], y[keep]
-    if len(y) > th["sample"]:
-        idx = np.random.default_rng(0).choice(len(y), th["sample"], replace=False)
-        x, y = x[idx], y[idx]
-    return x, y
+    idx = np.flatnonzero(np.isfinite(y)) if ds.task == "regression" else np.arange(len(y))
+    if len(idx) > th["sample"]:
+        idx = idx[np.random.default_rng(0).choice(len(idx), th["sample"], replace=False)]
+    x = np.nan_to_num(ds.normalize(ds.train.x[idx]), nan=0.0, posinf=0.0, neginf=0.0)
+    return x, y[idx], idx
 
 
 def check_signal(ds, th, seed: int) -> C.Check:
@@ -381,7 +401,7 @@ def check_signal(ds, th, seed: int) -> C.Check:
     from sklearn.linear_model import Ridge, RidgeClassifier
     from sklearn.model_selection import cross_val_score
 
-    x, y = _probe_data(ds, th)
+    x, y, _ = _probe_data(ds, th)
     if len(y) < 10:
         return C.make("data.signal", "skip", f"only {len(y)} usable train rows for a cross-validated probe")
     cls = ds.task == "classification"
@@ -394,7 +414,8 @@ def check_signal(ds, th, seed: int) -> C.Check:
                                                                                 max_depth=12)}
     shuffled = np.random.default_rng(seed).permutation(y)
     scoring = "accuracy" if cls else "r2"
-    ev: dict[str, Any] = {"metric": scoring, "min_gain": th["min_gain"], "rows": len(y), "folds": folds}
+    ev: dict[str, Any] = {"metric": scoring, "min_gain": th["min_gain"], "rows": len(y), "folds": folds,
+                          "sampled": len(y) < len(ds.train.y), "train_rows": len(ds.train.y)}
     best_gain = -np.inf
     for name, probe in probes.items():
         real = float(cross_val_score(probe, x, y, cv=folds, scoring=scoring).mean())
@@ -416,7 +437,7 @@ def check_label_noise(ds, th, seed: int) -> tuple[C.Check, np.ndarray]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    x, y = _probe_data(ds, th)
+    x, y, idx = _probe_data(ds, th)
     k = ds.num_classes
     folds = min(5, int(np.bincount(y, minlength=k).min()))
     if folds < 2 or len(y) > len(ds.train.y):
@@ -435,14 +456,14 @@ def check_label_noise(ds, th, seed: int) -> tuple[C.Check, np.ndarray]:
     n_off = int(off.sum())
     rate = n_off / max(len(y), 1)
     order = np.flatnonzero(off)[np.argsort(probs[off, y[off]])]   # lowest self-confidence first
-    suspects = order[:20]
+    suspects = idx[order[:20]]                                        # positions in train, sampled or not
     probe_acc = float((probs.argmax(1) == y).mean())
     ev = {"estimated_noise_rate": round(rate, 4), "suspects": n_off, "max_noise_rate": th["max_noise_rate"],
-          "probe_accuracy": round(probe_acc, 4), "rows_used": len(y),
+          "probe_accuracy": round(probe_acc, 4), "rows_used": len(y), "sampled": len(y) < len(ds.train.y),
+          "train_rows": len(ds.train.y),
           "probe": "logistic regression, out-of-fold", "folds": folds,
-          "most_suspicious_rows": [int(ds.train.rows[i]) for i in suspects[:10]] if len(y) == len(ds.train.y) else
-          [int(i) for i in suspects[:10]],
-          "given_vs_likely": [f"{ds.classes[y[i]]}->{ds.classes[guess[i]]}" for i in suspects[:EXAMPLES]]}
+          "most_suspicious_rows": [int(ds.train.rows[i]) for i in suspects[:10]],
+          "given_vs_likely": [f"{ds.classes[y[i]]}->{ds.classes[guess[i]]}" for i in order[:EXAMPLES]]}
     if rate > th["max_noise_rate"] and probe_acc < th["min_probe_accuracy"]:
         # a weak probe spreads its probability over many classes: noise and a hard problem look alike
         return C.make("data.label-noise", "warn", f"about {rate:.1%} of train labels look wrong, but the probe is weak "
@@ -490,7 +511,8 @@ def check_images(ds) -> C.Check:
 # ----------------------------------------------------------------------------- pictures and report
 
 
-def _pictures(ctx, ds, checks: list[C.Check], suspects: np.ndarray) -> list[str]:
+def _pictures(ctx, ds) -> list[str]:
+    """class_balance.png (or target.png), samples.png for images, features.png."""
     from recipe import plots
 
     out = []
@@ -505,12 +527,6 @@ def _pictures(ctx, ds, checks: list[C.Check], suspects: np.ndarray) -> list[str]
         labels = [ds.classes[v] if ds.classes else f"{v:.3g}" for v in ds.train.y[idx]]
         ctx.artifacts.figure("samples.png", plots.image_grid(ds.train.x[idx], ds.shape, labels, "train samples"))
         out.append("samples.png")
-        if len(suspects):
-            s = suspects[:16]
-            ctx.artifacts.figure("label_noise_suspects.png", plots.image_grid(
-                ds.train.x[s], ds.shape, [f"row {ds.train.rows[i]}: {ds.classes[ds.train.y[i]]}" for i in s],
-                "most suspicious labels (given label shown)"))
-            out.append("label_noise_suspects.png")
     # features by problem first: non-finite, outliers, then most variable
     x = ds.train.x
     if len(x) > 20000:   # histograms of a 20k-row sample look the same and draw 50x faster at 1M rows
@@ -523,6 +539,31 @@ def _pictures(ctx, ds, checks: list[C.Check], suspects: np.ndarray) -> list[str]
                          tight=False)
     out.append("features.png")
     return out
+
+
+def _suspects_picture(ctx, ds, suspects: np.ndarray) -> list[str]:
+    """label_noise_suspects.png: the images whose labels confident learning doubts most (train positions)."""
+    if len(ds.shape) != 3 or not len(suspects):
+        return []
+    from recipe import plots
+
+    s = suspects[:16]
+    ctx.artifacts.figure("label_noise_suspects.png", plots.image_grid(
+        ds.train.x[s], ds.shape, [f"row {ds.train.rows[i]}: {ds.classes[ds.train.y[i]]}" for i in s],
+        "most suspicious labels (given label shown)"))
+    return ["label_noise_suspects.png"]
+
+
+def _probes(ds, th, seed: int) -> tuple[C.Check, C.Check, np.ndarray]:
+    """data.signal and data.label-noise, on bounded samples of train."""
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread: the probes' matrices are small, and OpenBLAS threads that spin while another
+    # process holds the cores made these two checks up to 20x slower on a busy 2-core machine
+    with threadpool_limits(1, user_api="blas"):
+        signal = check_signal(ds, th("data.signal"), seed)
+        noise, suspects = check_label_noise(ds, th("data.label-noise"), seed)
+    return signal, noise, suspects
 
 
 def _warm_imports() -> None:
@@ -545,41 +586,43 @@ def _warm_imports() -> None:
 
 def run(cfg, ctx) -> StageResult:
     import warnings
+    from concurrent.futures import ThreadPoolExecutor
 
     warnings.filterwarnings("ignore", module="sklearn")   # probe warnings (ill-conditioned, convergence) are noise here
     _warm_imports()
     ds = ctx.data()
     th = ctx.thresholds
-    with ctx.progress("inspect", 15) as bar:
+    with ctx.progress("inspect", 15) as bar, ThreadPoolExecutor(2, thread_name_prefix="recipe-inspect") as pool:
+        non_finite = check_non_finite(ds)
+        # the probes (sklearn: tree building and BLAS release the GIL) and the pictures (matplotlib, Agg, on
+        # one thread only) run on side threads while this one runs the array checks, whose numpy loops
+        # release the GIL too: two cores busy instead of one
+        probes = pool.submit(_probes, ds, th, cfg.seed) if non_finite.status != "fail" else None
+        drawn = pool.submit(_pictures, ctx, ds)
         hashes = {s: row_hashes(sp.x) for s, sp in _splits(ds).items()}
+        hashes.update({f"{s}_sorted": np.sort(hashes[s]) for s in ("train", "val")})   # shared by two checks
         moments = column_moments(ds.train.x)   # recomputed from train alone: data.scale compares them with ds.norm
-        checks = [check_load(ds), check_non_finite(ds), check_constant(ds, th("data.constant")),
+        checks = [check_load(ds), non_finite, check_constant(ds, th("data.constant")),
                   check_duplicates(ds, th("data.duplicates"), hashes), check_leak(ds, th("data.leak"), hashes),
                   check_label_conflict(ds, th("data.label-conflict"), hashes), check_imbalance(ds, th("data.imbalance")),
                   check_split_shift(ds, th("data.split-shift")), check_scale(ds, th("data.scale"), moments),
                   check_order(ds, th("data.order"), cfg.train.batch_size), check_size(ds, th("data.size")),
                   check_outliers(ds, th("data.outliers"))]
         bar.update(12)
-        finite = all(c.status != "fail" for c in checks if c.id == "data.non-finite")
-        if finite:
-            from threadpoolctl import threadpool_limits
-
-            # one BLAS thread: the probes' matrices are small, and OpenBLAS threads that spin while another
-            # process holds the cores made these two checks up to 20x slower on a busy 2-core machine
-            with threadpool_limits(1, user_api="blas"):
-                checks.append(check_signal(ds, th("data.signal"), cfg.seed))
-                bar.update(13)
-                noise, suspects = check_label_noise(ds, th("data.label-noise"), cfg.seed)
-            checks.append(noise)
+        report = data_report(ds, moments)
+        ctx.artifacts.json("data_report.json", report)
+        pictures = drawn.result()
+        bar.update(13)
+        if probes is not None:
+            signal, noise, suspects = probes.result()
+            checks += [signal, noise]
         else:
             suspects = np.array([], int)
             for cid in ("data.signal", "data.label-noise"):
                 checks.append(C.make(cid, "skip", "skipped: the data holds NaN/inf (see data.non-finite)"))
         checks.append(check_images(ds))
+        pictures[-1:-1] = _suspects_picture(ctx, ds, suspects)   # before features.png, as listed in the report
         bar.update(15)
-    report = data_report(ds, moments)
-    ctx.artifacts.json("data_report.json", report)
-    pictures = _pictures(ctx, ds, checks, suspects)
     sizes = report["rows"]
     summary = (f"{sizes['train']}/{sizes['val']}/{sizes['test']} train/val/test rows, {ds.num_features} features, "
                f"{ds.task}" + (f", {ds.num_classes} classes" if ds.classes else ""))
