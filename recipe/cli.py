@@ -71,7 +71,7 @@ ConfigArg = typer.Argument(None, help="Experiment YAML; defaults to the last one
                            show_default=False)
 SetOpt = typer.Option(None, "-o", "--set", help="Override a config key: key.path=value (YAML-typed). Repeatable.")
 RunsOpt = typer.Option(Path("runs"), "--runs", help="Folder holding every experiment's records.")
-DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda")
+DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
 ForceOpt = typer.Option(False, "--force", help="Proceed past a refusing gate; recorded in the record.")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable summary on stdout.")
 QuietOpt = typer.Option(False, "-q", "--quiet", help="Only the final line on stderr.")
@@ -91,11 +91,16 @@ def _load_config(config: Optional[Path], overrides: Optional[List[str]], runs: P
     return load(config, overrides or [])
 
 
+def _check_device(device: str) -> None:
+    from recipe.devices import check_device_name
+
+    check_device_name(device)
+
+
 def _options(runs, device, force, quiet, as_json, **extra):
     from recipe.runner import Options
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise RecipeError(f"--device: must be auto, cpu or cuda (got '{device}')")
+    _check_device(device)
     return Options(runs=runs, device=device, force=force, quiet=quiet, json=as_json, **extra)
 
 
@@ -354,7 +359,8 @@ def init(directory: Path = typer.Argument(Path("."), help="Where to write the st
 @app.command()
 @handled
 def predict(args: List[Path] = typer.Argument(..., metavar="[CONFIG] INPUT",
-                                              help="Optional experiment YAML, then a .csv/.parquet/.npz of new rows."),
+                                              help="Optional experiment YAML, then a .csv/.parquet/.npz of new rows, "
+                                                   "or an image folder."),
             out: Optional[Path] = typer.Option(None, "--out", help="Write predictions (CSV) here; default stdout."),
             overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt, device: str = DeviceOpt,
             as_json: bool = JsonOpt):
@@ -368,13 +374,16 @@ def predict(args: List[Path] = typer.Argument(..., metavar="[CONFIG] INPUT",
     if data.suffix.lower() in (".yaml", ".yml"):
         raise RecipeError(f"{data} is a config: pass the rows to predict after it (recipe predict CONFIG INPUT.csv)")
     cfg = _load_config(config, overrides, runs)
-    if device not in ("auto", "cpu", "cuda"):
-        raise RecipeError(f"--device: must be auto, cpu or cuda (got '{device}')")
+    _check_device(device)
     ws = Workspace(runs, cfg.name)
     art = P.load_final(ws, cfg.model_dump(mode="json"))
-    x, y = P.read_rows(data, art)
+    names = None
+    if data.is_dir():      # an image folder: rows are its images, named by file in the output
+        x, y, names = P.read_images(data, art)
+    else:
+        x, y = P.read_rows(data, art)
     probs = P.apply(cfg, art, ws.stage_dir("ensemble"), x, device)
-    text = P.to_csv(probs, art)
+    text = P.to_csv(probs, art, names)
     con = console()
     predicted = P.labels(probs, art)
     summary: dict[str, Any] = {"rows": len(x), "final": art.get("final", "ensemble"), "out": str(out) if out else None}

@@ -68,13 +68,22 @@ class DataConfig(Section):
         return self
 
 
+# channels per stage when model.hidden is not set: cnn, two conv blocks; resnet, a ResNet-18-like stack for small
+# images (one residual block per stage, each later stage strided: 8x8 -> 8, 4, 2)
+IMAGE_MODEL_CHANNELS = {"cnn": (32, 64), "resnet": (16, 32, 64)}
+
+
 class ModelConfig(Section):
     kind: str = Field("mlp", description="linear | mlp | cnn | resnet | 'package.module:Factory'.")
-    hidden: list[int] = Field([256, 256], description="Hidden widths (mlp) or channels (cnn, resnet).")
+    hidden: list[int] = Field([256, 256], description="Hidden widths (mlp), or channels per stage (cnn, resnet; "
+                                                      "default [32, 64] and [16, 32, 64]).")
     activation: Literal["relu", "leaky_relu", "tanh", "sigmoid", "gelu"] = Field("relu", description="Activation.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout probability before each hidden layer's output.")
     init: Literal["default", "kaiming", "xavier"] = Field("default", description="Weight initialisation.")
     args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for an import-path factory.")
+    drop_inputs: list[int] = Field(
+        default_factory=list, description="Encoded input columns set to 0 (the train mean when standardized) before "
+                                          "the network: what regularize's fewer_features rung keeps.")
 
     @field_validator("kind")
     @classmethod
@@ -91,6 +100,21 @@ class ModelConfig(Section):
         if any(h <= 0 for h in v):
             raise ValueError(f"widths must be positive (got {v})")
         return v
+
+    @field_validator("drop_inputs")
+    @classmethod
+    def _column_positions(cls, v):
+        if any(i < 0 for i in v):
+            raise ValueError(f"column positions must be >= 0 (got {v})")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _image_model_channels(self):
+        # model.hidden's default suits an MLP; a conv net given 256 channels per stage is ~100x slower for
+        # nothing on small images, so cnn and resnet get their own defaults unless hidden is set explicitly
+        if "hidden" not in self.model_fields_set and self.kind in IMAGE_MODEL_CHANNELS:
+            self.__dict__["hidden"] = list(IMAGE_MODEL_CHANNELS[self.kind])
+        return self
 
 
 class EarlyStopping(Section):

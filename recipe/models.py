@@ -49,32 +49,38 @@ class CNN(nn.Module):
 
 
 class _Block(nn.Module):
-    def __init__(self, ch: int, activation: str):
+    """A ResNet basic block: two 3x3 convs; `stride` 2 halves the map and a 1x1 strided projection matches the
+    shortcut (He et al. 2016, option B)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, activation: str):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch),
-                                  ACTIVATIONS[activation](), nn.Conv2d(ch, ch, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(ch))
+        self.body = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                                  ACTIVATIONS[activation](), nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(c_out))
+        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else \
+            nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
         self.act = ACTIVATIONS[activation]()
 
     def forward(self, x):
-        return self.act(x + self.body(x))
+        return self.act(self.shortcut(x) + self.body(x))
 
 
 class ResNet(nn.Module):
-    """A small residual network: stem conv, one residual block per entry of `hidden`, global pooling."""
+    """A small ResNet (the CIFAR-style ResNet-18 layout): 3x3 stem, one basic block per entry of `channels`,
+    every stage after the first strided by 2 while the map is at least 4 wide, global average pooling, linear head.
+    On 8x8 digits with channels [16, 32, 64] the maps are 8x8, 4x4, 2x2."""
 
     def __init__(self, shape: Sequence[int], channels: Sequence[int], out: int, activation: str, dropout: float):
         super().__init__()
-        c, _, _ = _chw(shape)
+        c, h, w = _chw(shape)
         self.shape = _chw(shape)
         width = channels[0]
         stages: list[nn.Module] = [nn.Conv2d(c, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
                                    ACTIVATIONS[activation]()]
-        for ch in channels:
-            if ch != width:
-                stages += [nn.Conv2d(width, ch, 1, bias=False), nn.BatchNorm2d(ch)]
-                width = ch
-            stages.append(_Block(ch, activation))
+        for i, ch in enumerate(channels):
+            stride = 2 if i > 0 and min(h, w) >= 4 else 1
+            stages.append(_Block(width, ch, stride, activation))
+            h, w, width = (h + stride - 1) // stride, (w + stride - 1) // stride, ch
         self.features = nn.Sequential(*stages)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                   nn.Dropout(dropout) if dropout > 0 else nn.Identity(), nn.Linear(width, out))
@@ -82,6 +88,21 @@ class ResNet(nn.Module):
     def forward(self, x):
         x = x.reshape(x.shape[0], *self.shape)  # (B, C, H, W)
         return self.head(self.features(x))
+
+
+class DropInputs(nn.Module):
+    """Sets the given input columns to 0 (the train mean after standardization) before `net` (model.drop_inputs,
+    kept by regularize's fewer_features rung): the columns stay in the data, the model cannot use them."""
+
+    def __init__(self, net: nn.Module, columns: Sequence[int]):
+        super().__init__()
+        self.net = net
+        self.register_buffer("columns", torch.as_tensor(list(columns), dtype=torch.long), persistent=False)
+
+    def forward(self, x):  # x: (B, D)
+        x = x.reshape(x.shape[0], -1).clone()
+        x[:, self.columns] = 0.0
+        return self.net(x)
 
 
 def _chw(shape: Sequence[int]) -> tuple[int, int, int]:
@@ -93,7 +114,19 @@ def _chw(shape: Sequence[int]) -> tuple[int, int, int]:
 
 
 def build(model_cfg, input_shape: Sequence[int], num_outputs: int) -> nn.Module:
-    """Build the configured network (not yet initialised beyond PyTorch's default)."""
+    """Build the configured network (not yet initialised beyond PyTorch's default), behind DropInputs when
+    model.drop_inputs names columns."""
+    net = _build(model_cfg, input_shape, num_outputs)
+    drop = list(getattr(model_cfg, "drop_inputs", None) or [])
+    if not drop:
+        return net
+    in_features = int(math.prod(input_shape))
+    if max(drop) >= in_features:
+        raise ModelError(f"model.drop_inputs: column {max(drop)} does not exist (the input has {in_features} columns)")
+    return DropInputs(net, drop)
+
+
+def _build(model_cfg, input_shape: Sequence[int], num_outputs: int) -> nn.Module:
     kind = model_cfg.kind
     in_features = int(math.prod(input_shape))
     if kind == "linear":

@@ -74,9 +74,12 @@ def raw_columns(art: dict[str, Any]) -> list[str]:
 
 
 def read_rows(path: Path, art: dict[str, Any]) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """Rows of INPUT encoded exactly as the train split was: (N, D) float32, and the target if present."""
+    """Rows of INPUT encoded exactly as the train split was: (N, D) float32, and the target if present.
+    An image folder (images, or one sub-folder of images per class) gives one row per image."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        return read_images(path, art)[:2]
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return _npz(path, art)
@@ -91,6 +94,43 @@ def read_rows(path: Path, art: dict[str, Any]) -> tuple[np.ndarray, Optional[np.
     else:
         raise DataError(f"{path}: unsupported file type '{suffix}' (use .csv, .parquet or .npz)")
     return _encode(table, path, art)
+
+
+def read_images(root: Path, art: dict[str, Any]) -> tuple[np.ndarray, Optional[np.ndarray], list[str]]:
+    """Every image under root (directly, or in one sub-folder per class: then the folder is the label), read as
+    training read them (recipe.data.images); (N, C*H*W) float32, labels or None, file names relative to root."""
+    from PIL import UnidentifiedImageError
+
+    from recipe.data.images import image_array, to_chw
+    from recipe.data.sources import IMAGE_SUFFIXES
+
+    def images_in(folder: Path) -> list[Path]:
+        return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                      and not f.name.startswith("."))
+
+    files = images_in(root)
+    labels: Optional[list[str]] = None
+    if not files:      # the training layout: root/<class>/<image>
+        pairs = [(f, d.name) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
+                 for f in images_in(d)]
+        files, labels = [f for f, _ in pairs], [c for _, c in pairs]
+    if not files:
+        raise DataError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder or its sub-folders")
+    want = tuple(art["shape"])
+    arrays = []
+    for f in files:
+        try:
+            arr, _ = image_array(f)
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise DataError(f"{f}: unreadable image ({e.__class__.__name__})") from None
+        chw = (1, *arr.shape) if arr.ndim == 2 else (arr.shape[2], *arr.shape[:2])
+        if chw != want:
+            raise DataError(f"{f}: image is {'x'.join(map(str, chw))} (CxHxW); the model was trained on "
+                            f"{'x'.join(map(str, want))} images: resize them the same way first")
+        arrays.append(arr)
+    x = to_chw(arrays).reshape(len(arrays), -1)
+    y = np.array(labels, dtype=object) if labels is not None else None
+    return x, y, [str(f.relative_to(root)) for f in files]
 
 
 def _npz(path: Path, art: dict[str, Any]) -> tuple[np.ndarray, Optional[np.ndarray]]:
@@ -186,18 +226,19 @@ def apply(cfg, art: dict[str, Any], stage_dir: Path, x_raw: np.ndarray, device: 
     dev = pick_device(device)
     x = torch.from_numpy(np.ascontiguousarray(normalize(x_raw, art["normalization"]))).to(dev)
     task = art["task"]
+    precision = cfg.train.precision       # the precision the stages evaluated with
     if art.get("final") == "best_single":
         b = art["best"]
-        out = predict(_model(cfg, art, b["overrides"], stage_dir / b["checkpoint"]).to(dev), x)
+        out = predict(_model(cfg, art, b["overrides"], stage_dir / b["checkpoint"]).to(dev), x, precision=precision)
         result = torch.softmax(out, 1) if task == "classification" else out.reshape(-1)
     elif art.get("final") == "student":
         st = art["student"]
-        out = predict(_model(cfg, art, st["overrides"], stage_dir / st["checkpoint"]).to(dev), x)
+        out = predict(_model(cfg, art, st["overrides"], stage_dir / st["checkpoint"]).to(dev), x, precision=precision)
         result = torch.softmax(out, 1) if task == "classification" else out.reshape(-1)
     else:
         result = 0
         for m in art["members"]:
-            out = predict(_model(cfg, art, m["overrides"], stage_dir / m["checkpoint"]).to(dev), x)
+            out = predict(_model(cfg, art, m["overrides"], stage_dir / m["checkpoint"]).to(dev), x, precision=precision)
             result = result + m["weight"] * (torch.softmax(out, 1) if task == "classification" else out.reshape(-1))
     result = result.cpu().numpy().astype(np.float64)
     if task == "regression":
@@ -205,16 +246,18 @@ def apply(cfg, art: dict[str, Any], stage_dir: Path, x_raw: np.ndarray, device: 
     return result
 
 
-def to_csv(out: np.ndarray, art: dict[str, Any]) -> str:
-    """One row per input row: the prediction (original label / target units), then class probabilities."""
+def to_csv(out: np.ndarray, art: dict[str, Any], names: Optional[list[str]] = None) -> str:
+    """One row per input row (named by its file for images): the prediction (original label / target units),
+    then class probabilities."""
+    key, rows = ("file", [_cell(n) for n in names]) if names is not None else ("row", [str(i) for i in range(len(out))])
     if art["task"] == "classification":
         classes = art["classes"]
-        head = ["row", "prediction"] + [f"p_{c}" for c in classes]
+        head = [key, "prediction"] + [f"p_{c}" for c in classes]
         lines = [",".join(_cell(h) for h in head)]
-        for i, p in enumerate(out):
-            lines.append(",".join([str(i), _cell(classes[int(p.argmax())])] + [f"{v:.6g}" for v in p]))
+        for r, p in zip(rows, out):
+            lines.append(",".join([r, _cell(classes[int(p.argmax())])] + [f"{v:.6g}" for v in p]))
     else:
-        lines = ["row,prediction"] + [f"{i},{v:.6g}" for i, v in enumerate(out)]
+        lines = [f"{key},prediction"] + [f"{r},{v:.6g}" for r, v in zip(rows, out)]
     return "\n".join(lines) + "\n"
 
 

@@ -1,7 +1,8 @@
 """One self-contained HTML page per experiment: every stage's verdict, checks, evidence, pictures and the test result.
 
 The page has inline CSS and base64 PNGs, no script and nothing from the network, so it can be mailed or
-archived as one file. Imports neither torch nor scikit-learn: it only reads records and artifacts.
+archived as one file. Imports neither torch nor scikit-learn: it only reads records, artifacts and the runs'
+metrics.jsonl curves.
 """
 from __future__ import annotations
 
@@ -143,6 +144,61 @@ def _figures(stage_dir: Path, record: dict) -> tuple[str, int]:
     return '<h3>Pictures</h3><div class="figs">' + "".join(figs) + "</div>", len(rels)
 
 
+MAX_CURVES = 40      # runs drawn per stage (tune can have hundreds); the rest are counted in the caption
+
+
+def _run_curves(stage_dir: Path) -> tuple[str, int]:
+    """Every run's metrics.jsonl under the stage folder, drawn as train and val loss per epoch (one line a run)."""
+    import io
+
+    from recipe.engine.runlog import read_metrics
+    from recipe.plots import plt
+
+    paths = sorted(stage_dir.rglob("metrics.jsonl"))
+    runs = []
+    for path in paths:
+        epochs, _ = read_metrics(path)
+        if epochs:
+            name = path.parent.name if path.parent != stage_dir else "skeleton"
+            runs.append((name, epochs))
+    if not runs:
+        return "", 0
+    shown = runs[:MAX_CURVES]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    for name, rows in shown:
+        xs = [r["epoch"] for r in rows]
+        axes[0].plot(xs, [r.get("train_loss", math.nan) for r in rows], label=name, linewidth=1)
+        axes[1].plot(xs, [r.get("val_loss", math.nan) for r in rows], label=name, linewidth=1)
+    for ax, what in zip(axes, ("train loss", "val loss")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(what)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    if len(shown) <= 10:
+        axes[1].legend(fontsize=7)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.95, wspace=0.25)   # tight_layout costs 0.1 s
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=72)
+    plt.close(fig)
+    more = f" (first {MAX_CURVES} of {len(runs)})" if len(runs) > MAX_CURVES else ""
+    caption = f"curves of {len(runs)} run(s) from their metrics.jsonl{more}"
+    data = base64.b64encode(buf.getvalue()).decode()
+    return (f'<h3>Every run\'s curve</h3><div class="figs"><figure><img src="data:image/png;base64,{data}" '
+            f'alt="{_e(stage_dir.name)} run curves"><figcaption>{_e(caption)}</figcaption></figure></div>'), 1
+
+
+def _health_table(rows: list[dict]) -> str:
+    """The worst status per health check over every run a stage trained, and the run that had it."""
+    if not rows:
+        return ""
+    body = "".join(f'<tr class="{_e(r["worst"])}"><td class="id mono">{_e(r["id"])}</td><td>{_pill(r["worst"])}</td>'
+                   f'<td>{_e(r["run"])}</td><td>{_e(r["title"])}</td>'
+                   f'<td class="ev">{_e(", ".join(f"{k} {v}" for k, v in r["runs"].items()))}</td></tr>'
+                   for r in rows)
+    return ("<h3>Health of every run</h3><table><thead><tr><th>check</th><th>worst</th><th>run</th><th>what</th>"
+            f"<th>runs by status</th></tr></thead><tbody>{body}</tbody></table>")
+
+
 def _counts(checks: list[dict]) -> str:
     n = {s: sum(1 for c in checks if c.get("status") == s) for s in ("pass", "warn", "fail", "skip")}
     return " · ".join(f"{v} {k}" for k, v in n.items() if v) or "no checks"
@@ -237,8 +293,12 @@ def _stage_section(ws: Workspace, i: int, stage: str, state: str, reasons: list[
     if rec.get("summary"):
         parts.append(f"<p><b>Summary.</b> {_e(rec['summary'])}</p>")
     parts.append(_checks_table(checks))
+    parts.append(_health_table(rec.get("health") or []))
     figs, n = _figures(ws.stage_dir(stage), rec)
     parts.append(figs)
+    curves, k = _run_curves(ws.stage_dir(stage))
+    parts.append(curves)
+    n += k
     parts.append("</section>")
     return "".join(parts), n
 

@@ -45,7 +45,10 @@ def test_report_is_small_fast_and_complete(done):
         for c in rec["checks"]:
             assert f"<code>{c['id']}</code>" in page, c["id"]
     images = sum(len(_pngs(runs, s)) for s in STAGES)
-    assert images >= 8 and info["images"] == images == page.count('src="data:image/png;base64,')
+    curves = page.count("<h3>Every run's curve</h3>")     # one figure per stage that trained a run itself
+    trained = [s for s in STAGES if any((runs / "iris" / s).rglob("metrics.jsonl"))]
+    assert images >= 8 and curves == len(trained) and trained[:4] == ["baseline", "overfit-batch", "regularize", "tune"]
+    assert info["images"] == images + curves == page.count('src="data:image/png;base64,')
     art = json.loads((runs / "iris" / "ensemble" / "ensemble.json").read_text())
     assert f'<div class="big">{art["test"]:.4g}</div>' in page                   # the headline test score
     assert "reliability" in page and "confusion" in page

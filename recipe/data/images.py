@@ -10,9 +10,28 @@ from recipe.data.sources import IMAGE_SUFFIXES, Table
 from recipe.errors import DataError
 
 
+GRAY_MODES = ("L", "1", "P", "I", "I;16")
+
+
+def image_array(path: Path) -> tuple[np.ndarray, str]:
+    """One image as (H, W) grayscale or (H, W, 3) RGB, and its Pillow mode; the one rule training and
+    `recipe predict` share. Raises Pillow's UnidentifiedImageError / OSError / ValueError on a bad file."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        return np.asarray(im.convert("L" if im.mode in GRAY_MODES else "RGB")), im.mode
+
+
+def to_chw(images: list[np.ndarray]) -> np.ndarray:
+    """Same-shaped images stacked as float32 (N, C, H, W): what the network's rows are made of."""
+    x = np.stack(images).astype(np.float32)
+    return x[:, None, :, :] if x.ndim == 3 else np.transpose(x, (0, 3, 1, 2))    # (N, 1, H, W) or HWC -> CHW
+
+
 def read_image_folder(root: Path) -> Table:
     """Read root/<class>/<image>; unreadable files are listed (for data.images), not fatal unless all are."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
@@ -26,10 +45,8 @@ def read_image_folder(root: Path) -> Table:
                 skipped.append(str(f.relative_to(root)))
                 continue
             try:
-                with Image.open(f) as im:
-                    im.load()
-                    modes[im.mode] += 1
-                    arr = np.asarray(im.convert("L" if im.mode in ("L", "1", "P", "I", "I;16") else "RGB"))
+                arr, mode = image_array(f)
+                modes[mode] += 1
             except (UnidentifiedImageError, OSError, ValueError) as e:
                 corrupt.append(f"{f.relative_to(root)} ({e.__class__.__name__})")
                 continue
@@ -44,11 +61,7 @@ def read_image_folder(root: Path) -> Table:
     mixed = {f"{'x'.join(map(str, s))}": c for s, c in sizes.items()}
     keep = [i for i, a in enumerate(images) if a.shape == target_shape]
     dropped = [files[i] for i in range(len(images)) if images[i].shape != target_shape]
-    x = np.stack([images[i] for i in keep]).astype(np.float32)
-    if x.ndim == 3:
-        x = x[:, None, :, :]                       # (N, 1, H, W)
-    else:
-        x = np.transpose(x, (0, 3, 1, 2))          # HWC -> CHW
+    x = to_chw([images[i] for i in keep])
     y = np.array([labels[i] for i in keep], dtype=object)
     extra = {"images": {"corrupt": corrupt, "non_image_files": skipped, "sizes": mixed,
                         "dropped_other_size": [str(Path(p).relative_to(root)) for p in dropped],

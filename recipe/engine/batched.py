@@ -33,7 +33,7 @@ def why_sequential(model: nn.Module, cfg, device: torch.device) -> Optional[str]
             return f"layer {type(m).__name__} is not known to be vmap-safe"
     if cfg.data.augment:
         return "data augmentation draws per-batch randomness"
-    if cfg.train.precision == "fp16":
+    if E.resolve_precision(device, cfg.train.precision)[0] == "fp16":   # asked for, or bf16's fallback
         return "fp16 needs a gradient scaler per model"
     return None
 

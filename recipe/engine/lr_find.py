@@ -2,11 +2,13 @@
 steps, watch the smoothed loss, recommend a rate a decade below where the loss bottoms out."""
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
 import torch
 
+from recipe.engine.hardware import _autocast, _note, resolve_precision
 from recipe.engine.train import Tensors, check_output, loss_fn, make_optimizer, seed_everything
 
 
@@ -20,14 +22,19 @@ class RangeTest:
 
 
 def lr_range_test(model, train: Tensors, *, task: str, num_classes: int, optimizer: str, batch_size: int,
-                  seed: int, start: float = 1e-6, end: float = 1.0, steps: int = 120, beta: float = 0.9) -> RangeTest:
-    """Trains `model` in place (pass a throwaway copy)."""
+                  seed: int, start: float = 1e-6, end: float = 1.0, steps: int = 120, beta: float = 0.9,
+                  precision: str = "auto") -> RangeTest:
+    """Trains `model` in place (pass a throwaway copy), under the precision the real runs use."""
     seed_everything(seed)
     device = train.x.device
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     opt = make_optimizer(optimizer, model.parameters(), start, 0.0)
     compute = loss_fn(task)
+    used, note = resolve_precision(device, precision)
+    _note(note)
+    ac = _autocast(device, used)
+    scaler = torch.amp.GradScaler(device.type) if used == "fp16" else None
     n, bs = len(train), min(batch_size, len(train))
     factor = (end / start) ** (1 / max(steps - 1, 1))
     out = RangeTest()
@@ -44,12 +51,18 @@ def lr_range_test(model, train: Tensors, *, task: str, num_classes: int, optimiz
             perm, pos = torch.randperm(n, generator=gen, device=device), 0
         idx = perm[pos:pos + bs]
         pos += bs
-        o = model(train.x[idx])
+        with ac if ac is not None else contextlib.nullcontext():
+            o = model(train.x[idx])
         o = check_output(o, len(idx), task, num_classes if task == "classification" else 1)
-        loss = compute(o, train.y[idx])
+        loss = compute(o.float(), train.y[idx])       # float32 loss, as in fit
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         losses.append(loss.detach())
         if len(losses) == 20 or step == steps - 1:       # sync in chunks
             for v in torch.stack(losses).float().cpu().tolist():

@@ -19,7 +19,7 @@ Thresholds and their sources (overridable under `checks:` in the config):
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -56,8 +56,14 @@ def _weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
 class Health:
     """Collects per-run health evidence and turns it into health.* checks."""
 
-    def __init__(self, model: nn.Module, every: int = 50, thresholds: Optional[dict] = None):
+    def __init__(self, model: nn.Module, every: int = 50, thresholds: Optional[dict] = None,
+                 amp_scaled: bool = False, on_flush: Optional[Callable[[int, float], None]] = None):
         self.model = model
+        # fp16 with a GradScaler: a step whose unscaled gradients overflowed is skipped by the scaler (and the
+        # scale lowered), so its inf norm is the scaler's business, not evidence of an exploding gradient
+        self.amp_scaled = amp_scaled
+        self.overflow_steps = 0
+        self.on_flush = on_flush                         # (last step, mean train loss): metrics.jsonl step lines
         self.every = max(1, every)                       # losses are checked for NaN every `every` steps
         self.sample_every = max(4 * self.every, 200)     # gradients, updates, activations: sampled rarer
         self.th = {cid: C.thresholds(cid, thresholds) for cid in C.CATALOG if cid.startswith("health.")}
@@ -104,6 +110,9 @@ class Health:
                  for _, p in self.weights]
         stacked = torch.stack(norms).cpu()
         total = float(stacked.norm())
+        if self.amp_scaled and not math.isfinite(total):
+            self.overflow_steps += 1
+            return
         self.grad_norms.append((step, total))
         if len(stacked) >= 2 and float(stacked[-1]) > 0:
             self.layer_ratio.append(float(stacked[0]) / float(stacked[-1]))
@@ -139,6 +148,8 @@ class Health:
             self.non_finite = NonFiniteLoss(first + bad, layer, "loss" if what == "loss" else what)
             raise self.non_finite
         values = buf.cpu()
+        if self.on_flush is not None:
+            self.on_flush(step, float(values.mean()))
         if self.first_loss is None:
             self.first_loss = float(values[0])
         i = int(values.argmax())
@@ -190,6 +201,8 @@ class Health:
         peak = max((g for _, g in self.grad_norms), default=0.0)
         ev = {"max_grad_norm": round(peak, 4), "first_loss": self.first_loss, "max_loss": self.max_loss
               if math.isfinite(self.max_loss) else None, "max_loss_step": self.max_loss_step, **th}
+        if self.overflow_steps:
+            ev["fp16_overflow_steps_skipped"] = self.overflow_steps
         if self.non_finite is not None and self.grad_norms:
             ev["grad_norm_trace"] = [round(g, 3) for _, g in self.grad_norms[-5:]]
         loss_blew = self.first_loss is not None and self.first_loss > 0 and \
@@ -297,3 +310,24 @@ class Health:
             return C.make("health.symmetry", "skip", "no weight matrices to compare units in", {"layers_checked": 0})
         return C.make("health.symmetry", "pass", "no weight matrix starts with identical units",
                       {"layers_checked": len(self.weights)})
+
+
+def compact(checks) -> list[dict]:
+    """A run's health checks as small JSON (id, status, title): what a worker process or a trial sends back."""
+    return [{"id": c.id, "status": c.status, "title": c.title} for c in checks]
+
+
+def worst_per_check(runs) -> list[dict]:
+    """For stages that train many runs (regularize, tune, ensemble): per health check, the worst status over
+    every run, the run that produced it first, its title, and how many runs ended in each status.
+
+    `runs` is an iterable of (run name, checks) where checks are Check objects or compact() dicts."""
+    table: dict[str, dict] = {}
+    for name, checks in runs:
+        for c in checks:
+            cid, status, title = (c["id"], c["status"], c["title"]) if isinstance(c, dict) else (c.id, c.status, c.title)
+            row = table.setdefault(cid, {"id": cid, "worst": status, "run": name, "title": title, "runs": {}})
+            row["runs"][status] = row["runs"].get(status, 0) + 1
+            if C.STATUS_ORDER[status] > C.STATUS_ORDER[row["worst"]]:
+                row.update(worst=status, run=name, title=title)
+    return [table[k] for k in sorted(table)]

@@ -1,5 +1,5 @@
 """The one training loop (DESIGN §6): device-resident data batched by index, seeds, early stopping,
-max_seconds, whole-split evaluation, metrics.jsonl, atomic checkpoints, bf16 autocast on CUDA."""
+max_seconds, whole-split evaluation, metrics.jsonl, atomic checkpoints, bf16/fp16 autocast with a float32 loss."""
 from __future__ import annotations
 
 import contextlib
@@ -18,7 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from recipe import threads
+# pick_device, deterministic and resolve_precision are part of the engine's API (E.pick_device, ...)
+from recipe.engine.hardware import (_autocast, _is_oom, _note, deterministic, eval_batch_size,  # noqa: F401
+                                    pick_device, resolve_precision)
 from recipe.engine.monitors import Health, NonFiniteLoss
+from recipe.engine.runlog import RunLog
 from recipe.errors import ModelError, RecipeError
 
 
@@ -26,14 +30,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RecipeError("--device cuda: no CUDA device is available here")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 @dataclass
@@ -95,27 +91,33 @@ def check_output(out: torch.Tensor, batch: int, task: str, num_outputs: int) -> 
     return out
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch: int = 8192, train_mode: bool = False,
+def predict(model: nn.Module, x: torch.Tensor, batch: Optional[int] = None, train_mode: bool = False,
             precision: str = "auto") -> torch.Tensor:
-    """Model outputs for every row of x, in float32."""
+    """Model outputs for every row of x, in float32, in chunks that fit in memory (eval_batch_size)."""
     was = model.training
-    model.train(train_mode)
-    ac = _autocast(x.device, precision)
-    outs = []
-    for i in range(0, len(x), batch):
-        with ac if ac is not None else contextlib.nullcontext():
-            outs.append(model(x[i:i + batch]).float())
-    model.train(was)
-    out = torch.cat(outs) if outs else torch.zeros(0, device=x.device)
-    return out
+    try:
+        model.eval()            # the CUDA memory probe must not touch BatchNorm statistics or the dropout stream
+        batch = batch or eval_batch_size(model, x, precision)
+        model.train(train_mode)
+        while True:
+            try:
+                outs, i = [], 0
+                for i in range(0, len(x), batch):
+                    ac = _autocast(x.device, precision)
+                    with ac if ac is not None else contextlib.nullcontext():
+                        outs.append(model(x[i:i + batch]).float())
+                break
+            except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
+                if not _is_oom(e) or batch <= 1:
+                    raise
+                outs = []
+                if x.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                batch = max(1, batch // 2)
+    finally:
+        model.train(was)
+    return torch.cat(outs) if outs else torch.zeros(0, device=x.device)
 
 def score_outputs(out: torch.Tensor, y: torch.Tensor, task: str, num_classes: int = 0) -> dict[str, Any]:
     """Loss, score (accuracy or R²) and per-class accuracy from outputs on a whole split."""
@@ -137,6 +139,7 @@ def score_outputs(out: torch.Tensor, y: torch.Tensor, task: str, num_classes: in
 
 def evaluate(model: nn.Module, t: Tensors, task: str, num_classes: int = 0, train_mode: bool = False,
              precision: str = "auto") -> dict[str, Any]:
+    """Loss, score and per-class accuracy of `model` on a whole split, under the run's precision."""
     out = predict(model, t.x, train_mode=train_mode, precision=precision)
     return score_outputs(out, t.y, task, num_classes)
 
@@ -158,6 +161,7 @@ class RunResult:
     seconds: float = 0.0
     health: list = field(default_factory=list)
     first_loss: float = float("nan")
+    precision: str = "fp32"                                  # what the run really used (resolve_precision)
 
     @property
     def samples_per_second(self) -> float:
@@ -232,9 +236,13 @@ def fit(
     model.to(device)
     opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
     compute_loss = loss_fn(task)
-    ac = _autocast(device, precision)
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    health = Health(model, every=monitor_every, thresholds=health_thresholds)
+    used, note = resolve_precision(device, precision)
+    _note(note)
+    ac = _autocast(device, used)
+    scaler = torch.amp.GradScaler(device.type) if used == "fp16" else None
+    log = RunLog(metrics_path)
+    health = Health(model, every=monitor_every, thresholds=health_thresholds, amp_scaled=scaler is not None,
+                    on_flush=log.step)
     n = len(train)
     bs = min(batch_size, n)
     metric = (early_stopping or {}).get("metric", "val_loss")
@@ -242,7 +250,7 @@ def fit(
     result = RunResult()
     best_value, best_state, since_best = math.inf, None, 0
     last_eval: Optional[dict] = None
-    metrics_file = open(metrics_path, "a") if metrics_path else None
+    result.precision = used
     num_outputs = num_classes if task == "classification" else 1
     thread_scope = contextlib.ExitStack()     # threads from the work size: see recipe/threads.py
     if device.type == "cpu":
@@ -272,7 +280,7 @@ def fit(
                     out = check_output(out, len(idx), task, num_outputs)
                 elif task == "regression" and out.ndim == 2:
                     out = out[:, 0]
-                loss = compute_loss(out, yb)
+                loss = compute_loss(out.float(), yb)    # float32 loss under bf16/fp16 autocast
                 if step == 0:
                     result.first_loss = float(loss.detach())
                 opt.zero_grad(set_to_none=True)
@@ -282,6 +290,7 @@ def fit(
                     opt.step()
                 else:
                     scaler.scale(loss).backward()
+                    scaler.unscale_(opt)        # the monitors read the true gradients, not 65536x them
                     health.before_step(step)
                     scaler.step(opt)
                     scaler.update()
@@ -296,14 +305,15 @@ def fit(
             health.on_epoch_end(train_loss)
             row: dict[str, Any] = {"epoch": epoch + 1, "step": step, "train_loss": train_loss}
             if val is not None:
-                v = evaluate(model, val, task, num_classes, precision=precision)
+                v = evaluate(model, val, task, num_classes, precision=used)
                 last_eval = v
                 row.update(val_loss=v["loss"], val_score=v["score"])
+                row["val_accuracy" if task == "classification" else "val_r2"] = v["score"]
+                if "per_class" in v:
+                    row["val_per_class"] = v["per_class"]
             row["seconds"] = round(time.perf_counter() - start, 4)
             result.history.append(row)
-            if metrics_file:
-                metrics_file.write(json.dumps(row) + "\n")
-                metrics_file.flush()
+            log.epoch(row)
             if progress:
                 progress(epoch + 1, row)
             if val is not None:
@@ -330,8 +340,7 @@ def fit(
         result.stopped = "pruned"
     finally:
         thread_scope.close()
-        if metrics_file:
-            metrics_file.close()
+        log.close()
     result.steps = step
     result.seconds = time.perf_counter() - start
     restored = False
@@ -341,9 +350,9 @@ def fit(
     if val is not None and result.stopped != "non_finite":
         # the weights are those of the last evaluation unless the best epoch was restored: reuse it
         result.best = dict(last_eval) if (last_eval is not None and not restored and result.stopped != "pruned") else \
-            evaluate(model, val, task, num_classes, precision=precision)
+            evaluate(model, val, task, num_classes, precision=used)
     if eval_train and result.stopped != "non_finite":
-        result.final_train = evaluate(model, train, task, num_classes, precision=precision)
+        result.final_train = evaluate(model, train, task, num_classes, precision=used)
     result.health = health.checks()
     return result
 

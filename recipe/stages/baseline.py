@@ -40,14 +40,16 @@ def expected_init_loss(report: dict) -> float:
 def check_seed(cfg, ds, tr, train_kwargs) -> C.Check:
     sub = tr.subset(torch.arange(min(SEED_ROWS, len(tr)), device=tr.x.device))
     runs = []
-    for _ in range(2):
-        model = create(cfg, ds, cfg.seed)
-        r = E.fit(model, sub, None, **{**train_kwargs, "epochs": 2, "max_seconds": None, "early_stopping": None})
-        weights = torch.cat([p.detach().float().reshape(-1).cpu() for p in model.parameters()])
-        runs.append(([h["train_loss"] for h in r.history], weights))
+    with E.deterministic(tr.x.device):    # on CUDA: no cuDNN/atomics nondeterminism between the two runs
+        for _ in range(2):
+            model = create(cfg, ds, cfg.seed).to(tr.x.device)
+            r = E.fit(model, sub, None, **{**train_kwargs, "epochs": 2, "max_seconds": None, "early_stopping": None})
+            weights = torch.cat([p.detach().float().reshape(-1).cpu() for p in model.parameters()])
+            runs.append(([h["train_loss"] for h in r.history], weights))
     (l1, w1), (l2, w2) = runs
     diff = float((w1 - w2).abs().max()) if len(w1) else 0.0
-    ev = {"losses_run1": l1, "losses_run2": l2, "max_weight_difference": diff, "rows": len(sub)}
+    ev = {"losses_run1": l1, "losses_run2": l2, "max_weight_difference": diff, "rows": len(sub),
+          "deterministic_kernels": tr.x.device.type == "cuda"}
     if l1 != l2 or diff > 0:
         return C.make("baseline.seed", "fail", "two runs with the same seed differ", ev,
                       "Seed every random source (data order, dropout, init, augmentation) and avoid "
@@ -371,7 +373,8 @@ def run(cfg, ctx) -> StageResult:
     tr, va = ctx.tensors("train"), ctx.tensors("val")
     t = cfg.train
     kwargs = dict(task=ds.task, num_classes=ds.num_classes, optimizer=t.optimizer, lr=t.lr,
-                  weight_decay=t.weight_decay, batch_size=t.batch_size, seed=cfg.seed, precision=t.precision)
+                  weight_decay=t.weight_decay, batch_size=t.batch_size, seed=cfg.seed, precision=t.precision,
+                  health_thresholds=cfg.checks)
     checks: list[C.Check] = []
     with ctx.progress("baseline", 6) as bar:
         model = create(cfg, ds, cfg.seed).to(ctx.device)
@@ -390,7 +393,7 @@ def run(cfg, ctx) -> StageResult:
         dynamics: list[list[float]] = []
 
         def watch(epoch, row, m=model):
-            out = E.predict(m, va.x[probe_idx]).float()
+            out = E.predict(m, va.x[probe_idx], precision=t.precision).float()
             if ds.task == "classification":
                 dynamics.append(torch.softmax(out, 1).gather(1, va.y[probe_idx][:, None]).reshape(-1).cpu().tolist())
             else:
@@ -403,7 +406,7 @@ def run(cfg, ctx) -> StageResult:
         zeros = E.Tensors(torch.zeros_like(tr.x), tr.y)
         zero_model = create(cfg, ds, cfg.seed).to(ctx.device)
         zero_run = E.fit(zero_model, zeros, E.Tensors(torch.zeros_like(va.x), va.y), **kwargs, epochs=epochs,
-                         max_seconds=SHORT_SECONDS)
+                         max_seconds=SHORT_SECONDS, metrics_path=ctx.artifacts.path("runs/zero_input/metrics.jsonl"))
         bar.update(5)
         real_score = float(real.best.get("score", float("nan")))
         checks.append(check_input_independent(E.predict(model, va.x), E.predict(zero_model, torch.zeros_like(va.x)),

@@ -29,11 +29,14 @@ class Tempered(nn.Module):
 def distill(cfg, ctx, ds, best: Member, members: list[Member], weights) -> tuple[nn.Module, dict[str, Any]]:
     """One student of the best member's size trained on the ensemble's soft targets (train rows only)."""
     from recipe.engine import train as E
+    from recipe.engine.monitors import compact
     from recipe.models import create
-    from recipe.stages.ensemble import combine   # ensemble imports this module: import late
+    from recipe.stages.ensemble import _curve, combine   # ensemble imports this module: import late
 
     tr, va = ctx.tensors("train"), ctx.tensors("val")
-    teacher = combine([E.predict(m.model, tr.x) for m in members], weights, ds.task)   # (N, C) log-probs or (N,)
+    precision = cfg.train.precision
+    teacher = combine([E.predict(m.model, tr.x, precision=precision) for m in members], weights,
+                      ds.task)                                                         # (N, C) log-probs or (N,)
     scfg = cfg.with_overrides(best.overrides)
     student = create(scfg, ds, cfg.seed + 1000).to(ctx.device)
     if ds.task == "classification":
@@ -41,10 +44,11 @@ def distill(cfg, ctx, ds, best: Member, members: list[Member], weights) -> tuple
         target, net = E.Tensors(tr.x, soft), Tempered(student, TEMPERATURE)
     else:
         target, net = E.Tensors(tr.x, teacher.float()), student
-    r = E.fit_from_config(net, target, va, scfg, ds, eval_train=False, augment=None)
+    r = E.fit_from_config(net, target, va, scfg, ds, eval_train=False, augment=None,
+                          metrics_path=_curve(ctx, "student"))
     info = {"temperature": TEMPERATURE if ds.task == "classification" else None, "size_of": best.name,
             "epochs": len(r.history), "seconds": round(r.seconds, 2), "stopped": r.stopped,
-            "overrides": best.overrides, "transfer_set": "train rows"}
+            "overrides": best.overrides, "transfer_set": "train rows", "health": compact(r.health)}
     return student.eval(), info
 
 

@@ -28,7 +28,6 @@ before = T.check_before_stage   # the runner calls this before loading data: the
 GREEDY_STEPS = 25        # Caruana et al. 2004: forward selection with replacement, best prefix kept
 GREEDY_INIT = 3          # ... initialised with (up to) the best few members ("sorted initialisation")
 BOOTSTRAP = 1000
-TEMPERATURE = 2.0        # Hinton et al. 2015: soft targets at T > 1 carry the teacher's "dark knowledge"
 SAME_OUTPUTS = 1e-6      # members whose val outputs differ by less than this are the same model
 
 
@@ -47,6 +46,7 @@ class Member:
     val_out: Optional[torch.Tensor] = None
     val: float = math.nan
     val_loss: float = math.nan
+    health: list = field(default_factory=list)   # the health checks of the run that trained it here (if any)
 
 
 def _load_member(cfg, ds, overrides: dict, path, device) -> nn.Module:
@@ -81,8 +81,8 @@ def gather_members(cfg, ctx, ds) -> list[Member]:
         else:   # trained on another machine (shared storage): retrain from its overrides and seed
             mcfg = cfg.with_overrides(overrides)
             model = create(mcfg, ds, cfg.seed).to(ctx.device)
-            E.fit_from_config(model, tr, va, mcfg, ds)
-            members.append(Member(f"trial {entry['trial']}", "retrained", overrides, cfg.seed, model))
+            r = E.fit_from_config(model, tr, va, mcfg, ds, metrics_path=_curve(ctx, f"trial_{entry['trial']}"))
+            members.append(Member(f"trial {entry['trial']}", "retrained", overrides, cfg.seed, model, health=r.health))
     members.append(Member(f"regularize ({chosen.get('variant', 'chosen')})", "regularize", chosen["overrides"],
                           (chosen.get("seeds") or [cfg.seed])[0],   # chosen.pt holds the first seed's model
                           _load_member(cfg, ds, chosen["overrides"], ctx.upstream_path("regularize",
@@ -93,21 +93,26 @@ def gather_members(cfg, ctx, ds) -> list[Member]:
     for i in range(cfg.ensemble.seeds):
         seed = cfg.seed + 1 + i
         model = create(bcfg, ds, seed).to(ctx.device)
-        r = E.fit_from_config(model, tr, va, bcfg, ds, seed=seed)
+        r = E.fit_from_config(model, tr, va, bcfg, ds, seed=seed, metrics_path=_curve(ctx, f"seed_{seed}"))
         members.append(Member(f"best config, seed {seed}", "seed", best, seed, model,
-                              info={"epochs": len(r.history), "seconds": round(r.seconds, 2)}))
+                              info={"epochs": len(r.history), "seconds": round(r.seconds, 2)}, health=r.health))
     if cfg.ensemble.long_epochs > 1:
         epochs = bcfg.train.epochs * cfg.ensemble.long_epochs
         patience = max(5, bcfg.train.epochs // 2)
         long = cfg.with_overrides({**best, "train.epochs": epochs,
                                    "train.early_stopping": {"patience": patience, "metric": "val_loss"}})
         model = create(long, ds, cfg.seed).to(ctx.device)
-        r = E.fit_from_config(model, tr, va, long, ds)
+        r = E.fit_from_config(model, tr, va, long, ds, metrics_path=_curve(ctx, "long"))
         members.append(Member(f"best config, {cfg.ensemble.long_epochs}x epochs", "long",
                               {**best, "train.epochs": epochs}, cfg.seed, model,
                               info={"max_epochs": epochs, "epochs_run": len(r.history), "best_epoch": r.best_epoch,
-                                    "stopped": r.stopped, "patience": patience}))
+                                    "stopped": r.stopped, "patience": patience}, health=r.health))
     return members
+
+
+def _curve(ctx, run: str):
+    """Where a run trained here writes its curve: ensemble/runs/<run>/metrics.jsonl."""
+    return ctx.dir / "runs" / run / "metrics.jsonl"
 
 
 def drop_duplicates(members: list[Member]) -> tuple[list[Member], dict[str, str]]:
@@ -191,34 +196,46 @@ def greedy_select(outputs: list[torch.Tensor], y, task: str, num_classes: int) -
     return counts / counts.sum()
 
 
+BOOTSTRAP_CHUNK = 2 ** 22    # resampled row indices held at once (32 MB of int64), whatever the split's size
+
+
+def resampled(n_rows: int, seed: int, stat, n: int = BOOTSTRAP) -> np.ndarray:
+    """stat(idx) for n bootstrap resamples of n_rows rows: idx is (k, n_rows), stat returns (k,).
+
+    The resamples are drawn in chunks of BOOTSTRAP_CHUNK indices, so 1M test rows need tens of MB rather than
+    the 8 GB of one (n, n_rows) index array; the random stream, and so every interval, is the same either way."""
+    rng = np.random.default_rng(seed)
+    per = max(1, BOOTSTRAP_CHUNK // max(n_rows, 1))
+    return np.concatenate([stat(rng.integers(0, n_rows, (min(per, n - start), n_rows)))
+                           for start in range(0, n, per)])
+
+
 def paired_bootstrap(delta: np.ndarray, seed: int, n: int = BOOTSTRAP) -> tuple[float, float, float]:
     """Mean of per-row differences with its 95% bootstrap interval (rows resampled together)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(delta), (n, len(delta)))
-    means = delta[idx].mean(1)
+    means = resampled(len(delta), seed, lambda idx: delta[idx].mean(1), n)
     lo, hi = np.percentile(means, [2.5, 97.5])
     return float(delta.mean()), float(lo), float(hi)
 
 
 def _lower(delta: np.ndarray, seed: int) -> float:
     """One-sided 95% lower bound of the mean difference: "the ensemble is better" is a one-sided claim."""
-    rng = np.random.default_rng(seed)
-    means = delta[rng.integers(0, len(delta), (BOOTSTRAP, len(delta)))].mean(1)
+    means = resampled(len(delta), seed, lambda idx: delta[idx].mean(1))
     return float(np.percentile(means, 5))
 
 
 def bootstrap_score(out: torch.Tensor, y: torch.Tensor, task: str, seed: int) -> tuple[float, float]:
     """95% bootstrap interval of accuracy or R² on a split."""
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    idx = rng.integers(0, n, (BOOTSTRAP, n))
     if task == "classification":
-        stats = row_correct(out, y)[idx].mean(1)
+        correct = row_correct(out, y)
+        stats = resampled(len(y), seed, lambda idx: correct[idx].mean(1))
     else:
-        sq = row_loss(out, y, task)[idx].mean(1)
-        yv = y.double().cpu().numpy()[idx]
-        var = yv.var(1)
-        stats = np.where(var > 0, 1 - sq / np.where(var > 0, var, 1), np.nan)
+        loss, yv = row_loss(out, y, task), y.double().cpu().numpy()
+
+        def r2(idx):
+            sq, var = loss[idx].mean(1), yv[idx].var(1)
+            return np.where(var > 0, 1 - sq / np.where(var > 0, var, 1), np.nan)
+
+        stats = resampled(len(y), seed, r2)
     lo, hi = np.nanpercentile(stats, [2.5, 97.5])
     return float(lo), float(hi)
 
@@ -294,7 +311,7 @@ def check_gain(members: list[Member], same: dict[str, str], weights: np.ndarray,
 # ----------------------------------------------------------------------------- costs
 
 
-def inference_cost(models: list[nn.Module], x: torch.Tensor) -> dict[str, float]:
+def inference_cost(models: list[nn.Module], x: torch.Tensor, precision: str = "auto") -> dict[str, float]:
     """Parameters and measured milliseconds per 1000 rows (best of 3 passes over x)."""
     from recipe.engine.train import predict
 
@@ -303,7 +320,7 @@ def inference_cost(models: list[nn.Module], x: torch.Tensor) -> dict[str, float]
     for _ in range(3):
         start = time.perf_counter()
         for m in models:
-            predict(m, x)
+            predict(m, x, precision=precision)
         if x.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -320,10 +337,12 @@ def run(cfg, ctx) -> StageResult:
     va = ctx.tensors("val")
     task, k = ds.task, ds.num_classes
     steps = 4 + int(cfg.ensemble.distill)
+    precision = cfg.train.precision          # every forward pass below: selection, distillation, cost, test
     with ctx.progress("ensemble", steps) as bar:
         members = gather_members(cfg, ctx, ds)
+        gathered = list(members)             # drop_duplicates keeps one of each model; every run's health stays
         for m in members:
-            m.val_out = E.predict(m.model, va.x)
+            m.val_out = E.predict(m.model, va.x, precision=precision)
             s = _score(m.val_out, va.y, task, k)
             m.val, m.val_loss = s["score"], s["loss"]
         members, same = drop_duplicates(members)
@@ -345,7 +364,7 @@ def run(cfg, ctx) -> StageResult:
         student, student_info = None, None
         if cfg.ensemble.distill:
             student, student_info = distill(cfg, ctx, ds, best, [m for m, _ in used], [w for _, w in used])
-            student_val_out = E.predict(student, va.x)
+            student_val_out = E.predict(student, va.x, precision=precision)
             student_info["val"] = _score(student_val_out, va.y, task, k)["score"]
             replaced_out = ens_val_out if final == "ensemble" else \
                 (torch.log_softmax(best.val_out.float(), 1) if task == "classification" else best.val_out)
@@ -358,23 +377,23 @@ def run(cfg, ctx) -> StageResult:
             else:
                 student_info["not_shipped_because"] = verdict.title
             bar.update(3)
-        cost = {"ensemble": inference_cost([m.model for m, _ in used], va.x),
-                "best_single": inference_cost([best.model], va.x)}
+        cost = {"ensemble": inference_cost([m.model for m, _ in used], va.x, precision),
+                "best_single": inference_cost([best.model], va.x, precision)}
         if student is not None:
-            cost["student"] = inference_cost([student], va.x)
+            cost["student"] = inference_cost([student], va.x, precision)
             student_info["cost"] = cost["student"]
         # ---- the one look at the test split: every choice above was made on val. The look is on disk
         # (fsynced) before the rows are handed out, so a kill from here on still leaves it recorded
         test, look_index, looks_before = T.open_test(ctx, ds)
         tx = torch.from_numpy(np.ascontiguousarray(ds.normalize(test.x))).to(ctx.device)
         ty = torch.from_numpy(np.ascontiguousarray(ds.target(test.y))).to(ctx.device)
-        test_outs = [E.predict(m.model, tx) for m, _ in used]
+        test_outs = [E.predict(m.model, tx, precision=precision) for m, _ in used]
         ens_test_out = combine(test_outs, [w for _, w in used], task)
-        single_out = E.predict(best.model, tx)
+        single_out = E.predict(best.model, tx, precision=precision)
         others = {"best_single": single_out}
         if final == "student":
             others["ensemble"] = ens_test_out
-            student_out = E.predict(student, tx)
+            student_out = E.predict(student, tx, precision=precision)
             final_out = torch.log_softmax(student_out, 1) if task == "classification" else student_out
         elif final == "best_single":
             others["ensemble"] = ens_test_out
@@ -382,7 +401,7 @@ def run(cfg, ctx) -> StageResult:
         else:
             final_out = ens_test_out
         if student is not None and final != "student":
-            student_out = E.predict(student, tx)
+            student_out = E.predict(student, tx, precision=precision)
             others["student"] = torch.log_softmax(student_out, 1) if task == "classification" else student_out
         result = T.evaluate_test(cfg, ctx, ds, final_out, ty, others)
         if student is not None:
@@ -437,5 +456,11 @@ def run(cfg, ctx) -> StageResult:
     if student_info:
         metrics["student"] = {"val": student_info["val"], "test": student_info["test"],
                               "temperature": student_info["temperature"]}
+    from recipe.engine.monitors import worst_per_check
+
+    trained_here = [(m.name, m.health) for m in gathered if m.health]
+    if student_info:
+        trained_here.append(("student", student_info["health"]))
     return StageResult(checks, metrics=metrics, summary=summary,
-                       extra={"test_looks": looks, "second_look": looks_before > 0})
+                       extra={"test_looks": looks, "second_look": looks_before > 0,
+                              "health": worst_per_check(trained_here)})

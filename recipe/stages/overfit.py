@@ -1,7 +1,6 @@
 """Stage 3: memorize one small batch, find a learning rate, then fit the whole train set."""
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -13,21 +12,28 @@ from recipe.engine.lr_find import lr_range_test
 from recipe.models import count_parameters, create
 from recipe.runner import StageResult
 
-# Karpathy's step 3 trains without regularization: the question is only "can it fit?"
-UNREGULARIZED = {"model.dropout": 0.0, "train.weight_decay": 0.0, "train.early_stopping": None}
+# Karpathy's step 3 trains without regularization: the question is only "can it fit?". Augmentation is a
+# regularizer too: regularize's reference starts from these overrides and tries data.augment as a rung.
+UNREGULARIZED = {"model.dropout": 0.0, "train.weight_decay": 0.0, "train.early_stopping": None, "data.augment": []}
 
 
-def _memorize(cfg, ds, tr, idx, lr: float, batch: int, device) -> tuple[E.RunResult, dict]:
+def _memorize(cfg, ds, tr, idx, lr: float, batch: int, device, metrics_path=None) -> tuple[E.RunResult, dict]:
     model = create(cfg, ds, cfg.seed).to(device)
     sub = tr.subset(idx)
     steps_per_epoch = math.ceil(len(sub) / batch)
     epochs = max(1, cfg.overfit.steps // steps_per_epoch)
     r = E.fit(model, sub, None, task=ds.task, num_classes=ds.num_classes, optimizer=cfg.train.optimizer, lr=lr,
-              batch_size=batch, epochs=epochs, seed=cfg.seed, precision=cfg.train.precision, monitor_every=25)
+              batch_size=batch, epochs=epochs, seed=cfg.seed, precision=cfg.train.precision, monitor_every=25,
+              health_thresholds=cfg.checks, metrics_path=metrics_path)
     return r, r.final_train
 
 
-def check_memorize(cfg, ds, tr, device, th, lr_suggestion: float) -> tuple[C.Check, list[float], dict[str, Any]]:
+def check_memorize(cfg, ds, tr, device, th, lr_suggestion: float,
+                   runs_dir=None) -> tuple[C.Check, list[float], dict[str, Any]]:
+    """overfit.memorize; each run's curve goes to runs_dir/<memorize|memorize_retry>/metrics.jsonl."""
+    def curve_path(name):
+        return runs_dir / name / "metrics.jsonl" if runs_dir is not None else None
+
     n = min(cfg.overfit.samples, len(tr))
     g = torch.Generator().manual_seed(cfg.seed)
     idx = torch.randperm(len(tr), generator=g)[:n]
@@ -38,7 +44,7 @@ def check_memorize(cfg, ds, tr, device, th, lr_suggestion: float) -> tuple[C.Che
     def ok(final):
         return final and final["loss"] <= limit and (not cls or final["score"] >= 1.0)
 
-    r, final = _memorize(cfg, ds, tr, idx, cfg.train.lr, n, device)
+    r, final = _memorize(cfg, ds, tr, idx, cfg.train.lr, n, device, curve_path("memorize"))
     curve = [h["train_loss"] for h in r.history]
     ev: dict[str, Any] = {"criterion": criterion, "samples": n, "steps": r.steps, "lr": cfg.train.lr,
                           "final_loss": round(final.get("loss", float("nan")), 6) if final else None,
@@ -52,7 +58,7 @@ def check_memorize(cfg, ds, tr, device, th, lr_suggestion: float) -> tuple[C.Che
         ev["first_monitor"] = {"id": fired[0].id, "title": fired[0].title, **{k: v for k, v in fired[0].evidence.items()
                                                                             if k in ("step", "first_bad_parameter")}}
     retry_lr = lr_suggestion if math.isfinite(lr_suggestion) else cfg.train.lr / 3
-    retry, rfinal = _memorize(cfg, ds, tr, idx, retry_lr, max(1, n // 2), device)
+    retry, rfinal = _memorize(cfg, ds, tr, idx, retry_lr, max(1, n // 2), device, curve_path("memorize_retry"))
     ev["retry"] = {"lr": retry_lr, "batch": max(1, n // 2),
                    "final_loss": round(rfinal.get("loss", float("nan")), 6) if rfinal else None,
                    "passed": bool(ok(rfinal))}
@@ -76,10 +82,10 @@ def run(cfg, ctx) -> StageResult:
     with ctx.progress("overfit-batch", plain.train.epochs + 3) as bar:
         probe = create(plain, ds, cfg.seed).to(ctx.device)
         rt = lr_range_test(probe, tr, task=ds.task, num_classes=ds.num_classes, optimizer=t.optimizer,
-                           batch_size=t.batch_size, seed=cfg.seed)
+                           batch_size=t.batch_size, seed=cfg.seed, precision=t.precision)
         bar.update(1)
         memo, memo_curve, memo_ev = check_memorize(plain, ds, tr, ctx.device, ctx.thresholds("overfit.memorize"),
-                                                   rt.recommended)
+                                                   rt.recommended, ctx.dir / "runs")
         checks.append(memo)
         bar.update(2)
         candidates = {"config": t.lr}
@@ -92,7 +98,8 @@ def run(cfg, ctx) -> StageResult:
             model = create(plain, ds, cfg.seed).to(ctx.device)
             r = E.fit(model, tr, va, task=ds.task, num_classes=ds.num_classes, optimizer=t.optimizer, lr=lr,
                       batch_size=t.batch_size, epochs=t.epochs, seed=cfg.seed, precision=t.precision,
-                      max_seconds=t.max_seconds, restore_best=False,
+                      max_seconds=t.max_seconds, restore_best=False, health_thresholds=cfg.checks,
+                      metrics_path=ctx.artifacts.path(f"runs/train_fit_{name}/metrics.jsonl"),
                       progress=lambda e, row: bar.update(2 + e, row))
             runs[name] = (r, model)
         # the fit stage is judged on fitting: keep the learning rate with the lowest final train loss

@@ -12,8 +12,12 @@ import yaml
 
 from recipe import checks as C
 from recipe.engine import train as E
+from recipe.engine.monitors import compact, worst_per_check
+from recipe.engine.runlog import run_folder
 from recipe.models import create
 from recipe.runner import StageResult
+from recipe.stages.regularize_checks import (active_regularizers, beats, check_beats_baselines, check_mode,
+                                             check_still_improving, check_too_strong, noise, pictures)
 
 DROPOUT = 0.2
 # L2 through the optimizer (coupled under Adam). Mild on purpose: at overfit-batch's learning rate on digits
@@ -31,6 +35,7 @@ class Variant:
     train: list[float] = field(default_factory=list)
     val: list[float] = field(default_factory=list)
     history: list[list[dict]] = field(default_factory=list)
+    health: list[list[dict]] = field(default_factory=list)   # per seed: the run's health checks, compact
     models: list[Any] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     note: str = ""
@@ -59,33 +64,23 @@ class Variant:
 
 @dataclass
 class Spec:
-    """A variant to train with every seed: overrides, plus an optional train subset or masked features."""
+    """A variant to train with every seed: overrides, plus an optional train subset (learning curve)."""
 
     name: str
     overrides: dict[str, Any]
     subset: Optional[np.ndarray] = None      # row positions in train (learning curve)
-    mask: Optional[np.ndarray] = None        # feature columns set to the train mean (fewer features)
     keep: bool = False                       # return the trained models
     seeds: Optional[list[int]] = None        # default: the trainer's seeds
-
-
-def _masked(t: E.Tensors, cols: Optional[np.ndarray]) -> E.Tensors:
-    if cols is None or len(cols) == 0:
-        return t
-    x = t.x.clone()
-    x[:, torch.as_tensor(cols, device=x.device, dtype=torch.long)] = 0.0   # 0 = the train mean after normalization
-    return E.Tensors(x, t.y)
 
 
 def _fit_one(cfg, ds, tr, va, device, task: dict) -> dict[str, Any]:
     """One (variant, seed) run through the one engine; the unit of work of a worker process."""
     vcfg = cfg.with_overrides(task["overrides"])
     train = tr if task["subset"] is None else tr.subset(torch.as_tensor(task["subset"], device=tr.x.device))
-    train, val = _masked(train, task["mask"]), _masked(va, task["mask"])
     model = create(vcfg, ds, task["seed"]).to(device)
-    r = E.fit_from_config(model, train, val, vcfg, ds, seed=task["seed"])
+    r = E.fit_from_config(model, train, va, vcfg, ds, seed=task["seed"], metrics_path=task.get("metrics_path"))
     out = {"train": r.final_train.get("score", math.nan), "val": r.best.get("score", math.nan),
-           "history": r.history}
+           "history": r.history, "health": compact(r.health)}
     if task["keep"]:
         out["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return out
@@ -123,6 +118,7 @@ class Trainer:
         self.tr, self.va = ctx.tensors("train"), ctx.tensors("val")
         self.seeds = [cfg.seed + i for i in range(cfg.regularize.seeds)]
         self.runs = 0
+        self.health_runs: list[tuple[str, list[dict]]] = []      # every run's health checks, for the record
         self.jobs = jobs
         self.pool = None
 
@@ -148,8 +144,10 @@ class Trainer:
         return self.cfg.with_overrides({**self.base, **overrides})
 
     def run_all(self, specs: list[Spec]) -> list[Variant]:
-        tasks = [(i, {"overrides": {**self.base, **sp.overrides}, "seed": seed, "subset": sp.subset, "mask": sp.mask,
-                      "keep": sp.keep}) for i, sp in enumerate(specs) for seed in (sp.seeds or self.seeds)]
+        tasks = [(i, {"overrides": {**self.base, **sp.overrides}, "seed": seed, "subset": sp.subset, "keep": sp.keep,
+                      "metrics_path": str(self.ctx.dir / "runs" / run_folder(f"{sp.name}_seed{seed}")
+                                          / "metrics.jsonl")})
+                 for i, sp in enumerate(specs) for seed in (sp.seeds or self.seeds)]
         if self.pool is None:
             results = []
             for _, t in tasks:
@@ -168,6 +166,8 @@ class Trainer:
             v.train.append(res["train"])
             v.val.append(res["val"])
             v.history.append(res["history"])
+            v.health.append(res["health"])
+            self.health_runs.append((f"{v.name} seed {t['seed']}", res["health"]))
             if "state_dict" in res:
                 model = create(self.config(v.overrides), self.ds, t["seed"])
                 model.load_state_dict(res["state_dict"])
@@ -175,18 +175,13 @@ class Trainer:
             self.runs += 1
         return variants
 
-    def run(self, name: str, overrides: dict[str, Any], subset=None, mask=None, keep_models: bool = False,
+    def run(self, name: str, overrides: dict[str, Any], subset=None, keep_models: bool = False,
             seeds: Optional[list[int]] = None) -> Variant:
-        return self.run_all([Spec(name, overrides, subset, mask, keep_models, seeds)])[0]
+        return self.run_all([Spec(name, overrides, subset, keep_models, seeds)])[0]
 
     def fresh_seeds(self) -> list[int]:
         """As many seeds again, none used by the ladder: a re-run on them is an independent replicate."""
         return [s + len(self.seeds) for s in self.seeds]
-
-
-def noise(a: Variant, b: Variant) -> float:
-    """Seed noise of the difference of two variants' mean val scores."""
-    return math.sqrt(a.val_std ** 2 + b.val_std ** 2)
 
 
 def bias_variance(ref: Variant, target_error: float, th) -> tuple[C.Check, str]:
@@ -209,14 +204,14 @@ def bias_variance(ref: Variant, target_error: float, th) -> tuple[C.Check, str]:
                   ev, advice), verdict
 
 
-def _permutation_importance(model, va, ds, seed: int) -> np.ndarray:
+def _permutation_importance(model, va, ds, seed: int, precision: str) -> np.ndarray:
     g = torch.Generator(device=va.x.device).manual_seed(seed)
-    base = E.evaluate(model, va, ds.task, ds.num_classes)["score"]
+    base = E.evaluate(model, va, ds.task, ds.num_classes, precision=precision)["score"]
     imp = np.zeros(va.x.shape[1])
     for j in range(va.x.shape[1]):
         x = va.x.clone()
         x[:, j] = x[torch.randperm(len(x), generator=g, device=x.device), j]
-        imp[j] = base - E.evaluate(model, E.Tensors(x, va.y), ds.task, ds.num_classes)["score"]
+        imp[j] = base - E.evaluate(model, E.Tensors(x, va.y), ds.task, ds.num_classes, precision=precision)["score"]
     return imp
 
 
@@ -261,16 +256,13 @@ def learning_curve(points: dict[float, Variant], ref: Variant) -> dict[str, Any]
             "more_data_helps": bool(gain > max(ref.val_std, 0.002))}
 
 
-def beats(a: Variant, b: Variant) -> bool:
-    """a's mean val score beats b's beyond their seed noise."""
-    return a.val_mean - b.val_mean > max(noise(a, b), 1e-4)
-
-
 def run(cfg, ctx) -> StageResult:
     ds = ctx.data()
     fit = ctx.upstream_json("overfit-batch", "train_fit.json")
     baselines = ctx.upstream_json("baseline", "baselines.json")
-    base = dict(fit["overrides"])                      # overfit-batch's LR, unregularized
+    # overfit-batch's LR, unregularized: no dropout, weight decay, early stopping or augmentation (a record
+    # written before augmentation counted as a regularizer lacks the key: the reference trains without it too)
+    base = {"data.augment": [], **fit["overrides"]}
     rcfg = cfg.regularize
     th = ctx.thresholds
     ladder = list(rcfg.ladder)
@@ -301,7 +293,7 @@ def run(cfg, ctx) -> StageResult:
                 specs += [Spec(f"learning_curve_{int(f * 100)}", {}, subset=perm[: max(8, int(f * n))])
                           for f in LEARNING_CURVE]
             elif rung == "fewer_features":
-                imp = _permutation_importance(ref.models[0], trainer.va, ds, cfg.seed)
+                imp = _permutation_importance(ref.models[0], trainer.va, ds, cfg.seed, base_cfg.train.precision)
                 drop = np.argsort(imp)[: max(1, len(imp) // 4)]
                 drop = drop[imp[drop] <= 0]
                 if len(drop) == 0:
@@ -310,7 +302,9 @@ def run(cfg, ctx) -> StageResult:
                 diagnostics["fewer_features"] = {"dropped": [ds.feature_names[j] for j in drop],
                                                  "importance": {ds.feature_names[j]: float(imp[j])
                                                                 for j in np.argsort(-imp)[:10]}}
-                specs.append(Spec("fewer_features", {}, mask=drop))
+                # an ordinary override, so the rung can be kept (and predict applies it) like any other
+                rungs["fewer_features"] = {"model.drop_inputs": sorted(int(j) for j in drop)}
+                specs.append(Spec("fewer_features", rungs["fewer_features"]))
             else:
                 specs.append(Spec(rung, rungs[rung]))
         # independent rungs run as one batch (in parallel with --jobs), within the time budget
@@ -326,8 +320,8 @@ def run(cfg, ctx) -> StageResult:
         for v in done:
             if v.name == "fewer_features":
                 dropped = diagnostics["fewer_features"]["dropped"]
-                v.note = "advice only: drop " + ", ".join(dropped[:6]) + (" …" if len(dropped) > 6 else "") + \
-                         " via data.features"
+                v.note = "zeroes " + ", ".join(dropped[:6]) + (" …" if len(dropped) > 6 else "") + \
+                         " (model.drop_inputs); to remove them from the data, use data.features"
         variants += [v for v in done if not v.name.startswith("learning_curve_")]
         # keep what beats noise; build the combination greedily from the best single rung
         kept = [v for v in variants[1:] if v.name in rungs and beats(v, ref)]
@@ -401,186 +395,11 @@ def run(cfg, ctx) -> StageResult:
     ctx.artifacts.text("ablation.csv", header + "".join(
         f"{r['variant']},{r['seeds']},{r['train']},{r['train_std']},{r['val']},{r['val_std']},{r['delta']},"
         f"{'yes' if r['kept'] else 'no'},{r['noise']},\"{r['note']}\"\n" for r in table))
-    _pictures(ctx, ds, variants, ref, diagnostics, model, ccfg)
+    pictures(ctx, ds, variants, ref, diagnostics, model, ccfg)
     summary = (f"{verdict}; chosen {best.name}: val {chosen.val_mean:.4f} ± {chosen.val_std:.4f} "
                f"(reference {ref.val_mean:.4f}, best dumb {best_dumb:.4f}); {runs_done} runs")
+    # every run's health checks stay in the record (the worst status per check, and the run that had it): a rung
+    # that diverged is evidence about that rung, not a failure of the stage
     return StageResult(checks, metrics={"chosen_val": chosen.val_mean, "reference_val": ref.val_mean,
-                                        "verdict": verdict, "runs": runs_done}, summary=summary)
-
-
-def check_beats_baselines(chosen: Variant, baselines: dict, ds, n_val: int) -> C.Check:
-    """Pass when the chosen model beats the best dumb baseline; a tie within noise warns, worse fails."""
-    best_dumb = baselines["best_dumb_val"]
-    gap = chosen.val_mean - best_dumb
-    noise = chosen.val_std
-    if ds.task == "classification":   # binomial standard error of an accuracy on n_val rows
-        p = min(max(best_dumb, 1e-6), 1 - 1e-6)
-        noise = max(noise, math.sqrt(p * (1 - p) / max(n_val, 1)))
-    ev = {"chosen_val": round(chosen.val_mean, 4), "best_dumb_val": round(best_dumb, 4),
-          "best_dumb": baselines["best_dumb"], "gap": round(gap, 4), "noise": round(noise, 4), "val_rows": n_val}
-    if gap > 0:
-        return C.make("regularize.beats-baselines", "pass", f"chosen model val {chosen.val_mean:.4f} beats the best "
-                      f"dumb baseline ({baselines['best_dumb']} {best_dumb:.4f})", ev)
-    if -gap <= noise:
-        return C.make("regularize.beats-baselines", "warn", f"chosen model val {chosen.val_mean:.4f} ties the best dumb "
-                      f"baseline ({baselines['best_dumb']} {best_dumb:.4f}) within noise {noise:.4f}", ev,
-                      "The network is no better than the dumb baseline here: consider shipping the baseline, or "
-                      "get more data before tuning.")
-    return C.make("regularize.beats-baselines", "fail", f"chosen model val {chosen.val_mean:.4f} is worse than the "
-                  f"best dumb baseline ({baselines['best_dumb']} {best_dumb:.4f}) beyond noise {noise:.4f}", ev,
-                  "A network that loses to a dumb baseline is not worth tuning: revisit the model (overfit-batch) "
-                  "or use the baseline.")
-
-
-UNDERFIT_MARGIN = 0.02   # train error must exceed the dumb baseline's val error by this much (or its noise)
-
-
-def active_regularizers(cfg) -> tuple[str, ...]:
-    """The regularizers a config trains with (the ladder's rung names)."""
-    out = []
-    if cfg.data.augment:
-        out.append("augment")
-    if cfg.model.dropout > 0:
-        out.append("dropout")
-    if cfg.train.weight_decay > 0:
-        out.append("weight_decay")
-    if cfg.train.early_stopping is not None:
-        out.append("early_stopping")
-    return tuple(out)
-
-
-def check_too_strong(variants, ref, chosen, rungs, dumb_error, n_val: int = 0, chosen_rungs: tuple = (),
-                     configured: tuple = ()) -> C.Check:
-    """Fails only for the chosen settings (`chosen_rungs`: the regularizers they train with). A rung that underfit
-    but was not kept cost nothing: it warns when its strength is the user's own setting (`configured`), which
-    later stages would use, and is only reported when it is recipe's default strength."""
-    p = min(max(dumb_error, 1 / max(n_val, 1)), 1 - 1e-6)    # a perfect dumb score on a small val split is noisy too
-    margin = max(UNDERFIT_MARGIN, math.sqrt(p * (1 - p) / n_val) if n_val else 0.0)
-    underfit = {v.name: round(1 - v.train_mean, 4) for v in variants[1:]
-                if v.name in rungs and 1 - v.train_mean > dumb_error + margin}
-    worse = [v.name for v in variants[1:] if v.name in rungs and beats(ref, v)]
-    chosen_error = 1 - chosen.train_mean
-    ev = {"best_dumb_val_error": round(dumb_error, 4), "margin": round(margin, 4), "train_error_of_underfitting_rungs": underfit,
-          "val_worse_rungs": worse, "chosen": list(chosen_rungs) or "reference", "chosen_train_error": round(chosen_error, 4)}
-    names = {"weight_decay": "weight decay", "dropout": "dropout", "augment": "augmentation",
-             "smaller_model": "the smaller model", "smaller_batch": "the smaller batch", "early_stopping": "early stopping"}
-    if chosen_rungs and chosen_error > dumb_error + margin:
-        which = " + ".join(names.get(k, k) for k in chosen_rungs) or chosen.name
-        return C.make("regularize.too-strong", "fail", f"too strong: the chosen {which} leaves train error "
-                      f"{chosen_error:.3f}, worse than the best dumb baseline on val ({dumb_error:.3f}, margin "
-                      f"{margin:.3f})", ev,
-                      f"Weaken {which} (a smaller value in the config): the model no longer fits the train set.")
-    unchosen = ", ".join(f"{k} (train error {v:.3f})" for k, v in underfit.items())
-    mine = [k for k in underfit if k in configured]
-    if mine:
-        which = ", ".join(f"{names.get(k, k)} ({k}, train error {underfit[k]:.3f})" for k in mine)
-        return C.make("regularize.too-strong", "warn", f"not kept, too strong as configured: {which} is worse on "
-                      f"train than the best dumb baseline on val ({dumb_error:.3f}, margin {margin:.3f})", ev,
-                      "Weaken it in the config (a smaller value): at this strength the model no longer fits train.")
-    if worse:
-        return C.make("regularize.too-strong", "warn", "made val worse beyond noise, not kept: " + ", ".join(worse), ev,
-                      "Those rungs cost more train fit than they gave back on val; try milder settings.")
-    if underfit:
-        return C.make("regularize.too-strong", "pass", f"the chosen settings fit train; not kept because they "
-                      f"underfit: {unchosen}", ev)
-    return C.make("regularize.too-strong", "pass", "no rung pushed the model into underfitting", ev)
-
-
-def check_mode(cfg, chosen: Variant, trainer: Trainer, ds, th) -> C.Check:
-    from torch import nn
-
-    model = chosen.models[0]
-    ev_mode = E.evaluate(model, trainer.va, ds.task, ds.num_classes)["score"]
-    torch.manual_seed(cfg.seed)
-    tr_mode = E.evaluate(model, trainer.va, ds.task, ds.num_classes, train_mode=True)["score"]
-    mods = list(model.modules())
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in mods)
-    has_do = any(isinstance(m, nn.Dropout) and m.p > 0 for m in mods)
-    bs = trainer.config(chosen.overrides).train.batch_size
-    ev = {"val_eval_mode": round(ev_mode, 4), "val_train_mode": round(tr_mode, 4), "gap": round(ev_mode - tr_mode, 4),
-          "batchnorm": has_bn, "dropout": has_do, "batch_size": bs, "max_gap": th["max_gap"]}
-    problems = []
-    if tr_mode - ev_mode > th["max_gap"]:
-        problems.append("eval mode scores worse than train mode (BatchNorm running statistics off?)")
-    if has_bn and bs < 8:
-        problems.append(f"BatchNorm with batches of {bs}")
-    if has_bn and has_do:
-        problems.append("dropout next to BatchNorm (variance shift between train and eval)")
-    if problems:
-        return C.make("regularize.mode", "warn", "; ".join(problems), ev,
-                      "Evaluate in model.eval(); use larger batches with BatchNorm or drop one of dropout/BatchNorm.")
-    return C.make("regularize.mode", "pass", f"eval-mode val {ev_mode:.4f} vs train-mode {tr_mode:.4f}: consistent", ev)
-
-
-def check_still_improving(chosen: Variant, th) -> C.Check:
-    gains = []
-    for hist in chosen.history:
-        scores = [h["val_score"] for h in hist if "val_score" in h]
-        if len(scores) >= 5:
-            k = max(2, len(scores) // 5)
-            gains.append(max(scores[-k:]) - max(scores[:-k]))
-    if not gains:
-        return C.make("regularize.still-improving", "skip", "too few epochs to judge")
-    gain = float(np.mean(gains))
-    ev = {"val_gain_last_fifth": round(gain, 4), "min_recent_gain": th["min_recent_gain"],
-          "epochs": [len(h) for h in chosen.history]}
-    if gain > th["min_recent_gain"]:
-        return C.make("regularize.still-improving", "warn", f"val score still rose {gain:.4f} in the last fifth of "
-                      "training", ev, "Train longer (raise train.epochs): the model has not converged.")
-    return C.make("regularize.still-improving", "pass", f"val score flat at the end (last-fifth gain {gain:+.4f})", ev)
-
-
-def _pictures(ctx, ds, variants, ref, diagnostics, model, ccfg) -> None:
-    from recipe import plots
-
-    rows = [v for v in variants if v.val]
-    ctx.artifacts.figure("ablation.png", plots.bars([v.name for v in rows], [v.val_mean for v in rows],
-                                                    [v.val_std for v in rows], "val score per variant (± seed std)",
-                                                    "val score", reference=ref.val_mean))
-    lc = diagnostics.get("learning_curve")
-    if lc:
-        ctx.artifacts.figure("learning_curve.png", plots.curves(
-            {"val error": lc["val_error"]}, "fraction of train", "val error",
-            "learning curve" + (": more data would help" if lc["more_data_helps"] else ""),
-            x={"val error": lc["fractions"]}))
-    _look_at_the_net(ctx, ds, model)
-
-
-def _look_at_the_net(ctx, ds, model) -> None:
-    """First-layer weights as images (image-shaped data) and per-layer activation histograms on val."""
-    import matplotlib.pyplot as plt
-    from torch import nn
-
-    from recipe import plots
-
-    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
-    if first is not None and len(ds.shape) == 3:
-        w = first.weight.detach().float().cpu().numpy()
-        if isinstance(first, nn.Linear) and w.shape[1] == int(np.prod(ds.shape)):
-            ctx.artifacts.figure("first_layer.png", plots.image_grid(w[:32], ds.shape, [str(i) for i in range(min(32, len(w)))],
-                                                                     "first-layer weights (noisy = warning sign)"))
-        elif isinstance(first, nn.Conv2d):
-            f = w[:32, :1]
-            ctx.artifacts.figure("first_layer.png", plots.image_grid(f.reshape(len(f), -1), (1, *f.shape[2:]),
-                                                                     [str(i) for i in range(len(f))], "first conv filters"))
-    acts: dict[str, torch.Tensor] = {}
-    def keep(name):
-        def hook(module, args, out):   # returns None: a forward hook that returns a value replaces the output
-            acts.setdefault(name, out.detach().float().reshape(-1).cpu())
-        return hook
-
-    hooks = [m.register_forward_hook(keep(n)) for n, m in model.named_modules()
-             if isinstance(m, (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU))]
-    va = ctx.tensors("val")
-    E.predict(model, va.x[:512])
-    for h in hooks:
-        h.remove()
-    if acts:
-        fig, axes = plt.subplots(1, len(acts), figsize=(2.6 * len(acts), 2.2), squeeze=False)
-        for ax, (name, a) in zip(axes[0], acts.items()):
-            ax.hist(a.numpy(), bins=40)
-            ax.set_title(f"{name}: {float((a == 0).float().mean()):.0%} zero", fontsize=8)
-            ax.tick_params(labelsize=6)
-        fig.suptitle("activations of the chosen model on val", fontsize=9)
-        fig.tight_layout()
-        ctx.artifacts.figure("activations.png", fig)
+                                        "verdict": verdict, "runs": runs_done}, summary=summary,
+                       extra={"health": worst_per_check(trainer.health_runs)})

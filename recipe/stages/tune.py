@@ -262,7 +262,10 @@ class Objective:
         from recipe.engine import train as E
 
         overrides, vcfg, model = self.prepare(trial)
-        r = E.fit_from_config(model, self.tr, self.va, vcfg, self.ds, on_epoch=self.reporter(trial, vcfg))
+        curve = Path(self.plan.checkpoints).parent / "runs" / f"{trial.study.study_name}-{trial.number}" / \
+            "metrics.jsonl"
+        r = E.fit_from_config(model, self.tr, self.va, vcfg, self.ds, on_epoch=self.reporter(trial, vcfg),
+                              metrics_path=curve)
         return self.finish(trial, r, model, overrides)
 
     def prepare(self, trial):
@@ -294,7 +297,9 @@ class Objective:
         import optuna
 
         from recipe.engine import train as E
+        from recipe.engine.monitors import compact
 
+        trial.set_user_attr("health", compact(r.health))       # the record keeps the worst per check
         trial.set_user_attr("train_score", r.final_train.get("score"))
         trial.set_user_attr("epochs", len(r.history))
         trial.set_user_attr("seconds", round(r.seconds, 3))
@@ -557,10 +562,14 @@ def summarize(cfg, ctx, study, plan: Plan, chosen_art: dict, crashed: list[int])
                f"over seeds (regularized {reference:.4f})")
     if crashed:
         summary += f"; {len(crashed)} worker(s) crashed (exit {crashed}), their trials were retried"
+    from recipe.engine.monitors import worst_per_check
+
+    health = worst_per_check((f"trial {t.number}", t.user_attrs["health"]) for t in all_trials
+                             if counted(t) and t.user_attrs.get("health"))
     return StageResult(checks, metrics={"best_val": best_val, "best_single_val": complete[0].value, "states": counts,
                                         "epochs": epochs, "study": study.study_name,
                                         "infeasible_fraction": infeasible_fraction},
-                       summary=summary)
+                       summary=summary, extra={"health": health})
 
 
 def _top(cfg, ctx, study, complete, checkpoints: Path) -> list[dict]:
