@@ -409,7 +409,9 @@ def run(cfg, ctx) -> StageResult:
                          max_seconds=SHORT_SECONDS, metrics_path=ctx.artifacts.path("runs/zero_input/metrics.jsonl"))
         bar.update(5)
         real_score = float(real.best.get("score", float("nan")))
-        checks.append(check_input_independent(E.predict(model, va.x), E.predict(zero_model, torch.zeros_like(va.x)),
+        precision = cfg.train.precision
+        checks.append(check_input_independent(E.predict(model, va.x, precision=precision),
+                                              E.predict(zero_model, torch.zeros_like(va.x), precision=precision),
                                               va.y, ds, th("baseline.input-independent"), cfg.seed))
         checks.append(check_loss_decreases(init_loss, real, th("baseline.loss-decreases")))
         checks += real.health
