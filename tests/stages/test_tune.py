@@ -574,6 +574,8 @@ def test_batched_seeds_reproduce_sequential_runs():
         assert b.best["score"] == pytest.approx(s.best["score"], abs=2e-3)
         assert b.history[-1]["train_loss"] == pytest.approx(s.history[-1]["train_loss"], rel=1e-4)
         assert len(b.history) == len(s.history) == 2
+        # one engine's rules: each stacked seed gets the health checks its run alone gets, with the same verdicts
+        assert [(c.id, c.status) for c in b.health] == [(c.id, c.status) for c in s.health] and b.health
     assert batched[0].best["score"] != batched[1].best["score"] or batched[0].history != batched[1].history
     w_b, w_s = models_b[1].state_dict(), models_s[1].state_dict()
     assert all(torch.allclose(w_b[k], w_s[k], atol=1e-4) for k in w_s)
