@@ -44,13 +44,14 @@ def fit_seeds(cfg, ds, train: E.Tensors, val: E.Tensors, seeds: list[int], devic
     """Train cfg once per seed. Returns (results, models, how) where how is 'batched' or 'sequential: why'.
     Batched seeds are members of one stack in the stacked engine (recipe/engine/stacked.py), which keeps fit's
     rules per member: batch order, early stopping, time budget, restore-best and health monitors."""
-    from recipe.engine.stacked import fit_stacked_from_configs, why_not_stacked
+    from recipe.engine.stacked import fit_stacked_from_configs, too_big_to_stack, why_not_stacked
     from recipe.models import create
 
     models = [create(cfg, ds, s).to(device) for s in seeds]
     unknown = sorted(set(overrides) - set(_OVERRIDE_KEYS))
     reason = "batching turned off" if not batched else \
-        (f"overrides {unknown} have no config key" if unknown else why_not_stacked(models, cfg, device))
+        (f"overrides {unknown} have no config key" if unknown else why_not_stacked(models, cfg, device)
+         or too_big_to_stack(models[0], overrides.get("batch_size", cfg.train.batch_size), device))
     if reason is None and len(seeds) > 1:
         base = cfg.with_overrides({_OVERRIDE_KEYS[k]: v for k, v in overrides.items()})
         cfgs = [base.with_overrides({"seed": s}) for s in seeds]

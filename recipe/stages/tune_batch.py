@@ -14,13 +14,8 @@ from typing import Optional
 
 from recipe import interrupts
 
-# Stacking pays while the stacked work of a step stays small: measured on digits MLPs on one CPU thread
-# (K = 16 members vs one by one): [16] 4.2x, [64] 3.6x, [128] 2.4x, [256, 256] 0.8x. Work = parameters x batch.
-# In recipe tune (scripts/bench_batched.py, MLP [64], 32 trials) K = 32 beat K = 16 by 1.3-1.5x trials/minute.
-CPU_MEMBER_WORK = 2e6       # above this per member a CPU stack is no faster than trials one by one
-CPU_STACK_WORK = 1.6e7      # the most stacked work per step on a CPU
-GPU_STACK_WORK = 2e9        # a GPU has room for far more before a stack stops being launch-bound
-MAX_BATCH = {"cpu": 32, "cuda": 32}
+from recipe.engine.stacked import CPU_MEMBER_WORK, CPU_STACK_WORK, GPU_STACK_WORK, MAX_BATCH  # noqa: F401
+
 STACKED = "recipe:stacked"  # system attr on a trial trained in a stack: the stack's size when it started
 
 
