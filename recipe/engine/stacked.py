@@ -237,7 +237,8 @@ def fit_stacked(members: list[Member], train: E.Tensors, val: E.Tensors, *, task
                 sampled = health[0].sampling(step) and weights
                 if sampled:
                     H.activation_stats(params, names, active, state, step,
-                                      [train.x[idx] if perms is None else train.x[idx[j]] for j in range(len(active))])
+                                      [train.x[idx] if perms is None else train.x[idx[j]] for j in range(len(active))],
+                                      autocast)
                     snapshot = H.grad_stats(params, names, weights, active, state, step)
                 opt.step()
                 if sampled:

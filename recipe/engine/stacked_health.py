@@ -53,13 +53,16 @@ def first_bad(params: dict[str, torch.Tensor], names: list[str], j: int) -> tupl
     return None, "loss"
 
 
-def activation_stats(params, names, active, state, step, batches: list[torch.Tensor]) -> None:
+def activation_stats(params, names, active, state, step, batches: list[torch.Tensor], autocast=None) -> None:
     """Health.before_forward for each member: its own model's activation hooks watch a forward pass of its batch
     with its current weights (views into the stack). Hooks cannot read batched tensors inside vmap, hence this
     extra pass, on sampled steps only."""
+    import contextlib
+
     from torch.func import functional_call
 
-    with torch.no_grad():
+    # the probe sees the precision the training forward runs in (train.precision)
+    with torch.no_grad(), autocast if autocast is not None else contextlib.nullcontext():
         for j, (m, xb) in enumerate(zip(active, batches)):
             h = state[id(m)]["health"]
             h.before_forward(step)
