@@ -98,7 +98,7 @@ def _check_device(device: str) -> None:
 
 
 def _options(runs, device, force, quiet, as_json, **extra):
-    from recipe.runner import Options
+    from recipe.stage import Options
 
     _check_device(device)
     return Options(runs=runs, device=device, force=force, quiet=quiet, json=as_json, **extra)
