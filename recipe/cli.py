@@ -363,8 +363,13 @@ def predict(args: List[Path] = typer.Argument(..., metavar="[CONFIG] INPUT",
                                                    "or an image folder."),
             out: Optional[Path] = typer.Option(None, "--out", help="Write predictions (CSV) here; default stdout."),
             overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt, device: str = DeviceOpt,
-            as_json: bool = JsonOpt):
-    """Apply the final model (ensemble, best single or student) to new rows, with the recorded preprocessing."""
+            as_json: bool = JsonOpt,
+            strict: bool = typer.Option(False, "--strict", help="Exit 2, writing nothing, if any row holds an input "
+                                                                "train never saw (or the inputs cannot be checked).")):
+    """Apply the final model (ensemble, best single or student) to new rows, with the recorded preprocessing.
+    Rows with category levels, far values or missing values train never had are flagged (recipe_warnings)."""
+    from rich.markup import escape
+
     from recipe import predict as P
     from recipe.workspace import Workspace, atomic_write_bytes
 
@@ -379,14 +384,20 @@ def predict(args: List[Path] = typer.Argument(..., metavar="[CONFIG] INPUT",
     art = P.load_final(ws, cfg.model_dump(mode="json"))
     names = None
     if data.is_dir():      # an image folder: rows are its images, named by file in the output
+        from recipe.data.seen import Flags
+
         x, y, names = P.read_images(data, art)
+        flags = Flags.unchecked(len(x), "images are not checked against train")
     else:
-        x, y = P.read_rows(data, art)
+        x, y, flags = P.read_rows(data, art)
+    if strict:
+        flags.refuse_if_any(data)      # before the model runs: nothing is written
     probs = P.apply(cfg, art, ws.stage_dir("ensemble"), x, device)
-    text = P.to_csv(probs, art, names)
+    text = P.to_csv(probs, art, names, flags.per_row if flags.checked else None)
     con = console()
     predicted = P.labels(probs, art)
-    summary: dict[str, Any] = {"rows": len(x), "final": art.get("final", "ensemble"), "out": str(out) if out else None}
+    summary: dict[str, Any] = {"rows": len(x), "final": art.get("final", "ensemble"), "out": str(out) if out else None,
+                               "input_warnings": flags.to_json()}
     if y is not None and art["task"] == "classification":
         summary["accuracy"] = sum(str(p) == str(t) for p, t in zip(predicted, y)) / len(y) if len(y) else None
     if out is not None:
@@ -397,8 +408,10 @@ def predict(args: List[Path] = typer.Argument(..., metavar="[CONFIG] INPUT",
         if summary.get("accuracy") is not None else ""
     con.print(f"predicted {len(x)} rows with the {summary['final'].replace('_', ' ')} of {cfg.name}"
               + (f" -> {out}" if out else "") + extra, soft_wrap=True)
+    con.print(escape(flags.summary()), style="yellow" if flags.counts or not flags.checked else None, soft_wrap=True)
     if as_json:
-        typer.echo(json.dumps({**summary, "predictions": predicted}, default=str))
+        row_warnings = {"row_warnings": flags.per_row} if flags.checked else {}
+        typer.echo(json.dumps({**summary, "predictions": predicted, **row_warnings}, default=str))
 
 
 @app.command()
