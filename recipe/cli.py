@@ -252,10 +252,7 @@ def run(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = Set
 def status(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt,
            as_json: bool = JsonOpt):
     """One row per stage: passed / failed / forced / stale / missing, and why."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from recipe.checks import STATUS_STYLE
+    from recipe.render import status_table
     from recipe.workspace import STAGES, Workspace, stage_state
 
     cfg = _load_config(config, overrides, runs)
@@ -271,37 +268,23 @@ def status(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = 
     if as_json:
         typer.echo(json.dumps({"name": cfg.name, "stages": rows}))
         return
-    table = Table(title=f"{cfg.name} ({runs / cfg.name})")
-    for col in ("stage", "state", "checks", "finished", "why / summary"):
-        table.add_column(col)
-    for r in rows:
-        style = STATUS_STYLE.get(r["state"], "")
-        why = "; ".join(r["reasons"]) if r["reasons"] else r["summary"]
-        n = r["checks"]
-        counts = "" if not n else " ".join(f"[{STATUS_STYLE[k]}]{v} {k}[/{STATUS_STYLE[k]}]" for k, v in n.items() if v)
-        table.add_row(r["stage"], f"[{style}]{r['state']}[/{style}]", counts, r["finished"] or "", escape(why))
-    console().print(table)
+    con = console()
+    con.print(status_table(f"{cfg.name} ({runs / cfg.name})", rows, con.width))
 
 
 @app.command("checks")
 @handled
 def checks_cmd(as_json: bool = JsonOpt):
     """The check catalog: id, stage, what it catches, the statuses it can return, source, thresholds."""
-    from rich.table import Table
-
     from recipe.checks import CATALOG
+    from recipe.render import catalog_table
 
     if as_json:
         typer.echo(json.dumps([{"id": s.id, "stage": s.stage, "catches": s.catches, "refs": list(s.refs),
                                 "statuses": list(s.statuses), "thresholds": s.thresholds} for s in CATALOG.values()]))
         return
-    table = Table(title="recipe checks")
-    for col in ("id", "stage", "catches", "statuses", "refs", "thresholds"):
-        table.add_column(col)
-    for s in CATALOG.values():
-        table.add_row(s.id, s.stage, s.catches, " ".join(s.statuses), " ".join(s.refs),
-                      ", ".join(f"{k}={v}" for k, v in s.thresholds.items()))
-    console().print(table)
+    con = console()
+    con.print(catalog_table(CATALOG.values(), con.width))
 
 
 @app.command()
