@@ -40,8 +40,10 @@ _OVERRIDE_KEYS = {"epochs": "train.epochs", "lr": "train.lr", "weight_decay": "t
 
 
 def fit_seeds(cfg, ds, train: E.Tensors, val: E.Tensors, seeds: list[int], device: torch.device,
-              batched: bool = True, **overrides: Any) -> tuple[list[E.RunResult], list[nn.Module], str]:
+              batched: bool = True, curves: Optional[list] = None,
+              **overrides: Any) -> tuple[list[E.RunResult], list[nn.Module], str]:
     """Train cfg once per seed. Returns (results, models, how) where how is 'batched' or 'sequential: why'.
+    `curves`: one metrics.jsonl path per seed (each run's curve, stacked or not).
     Batched seeds are members of one stack in the stacked engine (recipe/engine/stacked.py), which keeps fit's
     rules per member: batch order, early stopping, time budget, restore-best and health monitors."""
     from recipe.engine.stacked import fit_stacked_from_configs, too_big_to_stack, why_not_stacked
@@ -55,6 +57,8 @@ def fit_seeds(cfg, ds, train: E.Tensors, val: E.Tensors, seeds: list[int], devic
     if reason is None and len(seeds) > 1:
         base = cfg.with_overrides({_OVERRIDE_KEYS[k]: v for k, v in overrides.items()})
         cfgs = [base.with_overrides({"seed": s}) for s in seeds]
-        return fit_stacked_from_configs(models, cfgs, ds, train, val), models, "batched"
-    results = [E.fit_from_config(m, train, val, cfg, ds, seed=s, **overrides) for m, s in zip(models, seeds)]
+        return fit_stacked_from_configs(models, cfgs, ds, train, val, metrics_paths=curves), models, "batched"
+    curves = curves or [None] * len(seeds)
+    results = [E.fit_from_config(m, train, val, cfg, ds, seed=s, metrics_path=c, **overrides)
+               for m, s, c in zip(models, seeds, curves)]
     return results, models, f"sequential: {reason or 'one seed'}"

@@ -1,9 +1,10 @@
 """K runs of one architecture trained as one stacked model (torch.func + vmap), each with its own learning rate,
 weight decay, dropout rate, seed and Adam betas, its own early stopping, pruning and health monitors.
 
-This is the engine's `fit` for a stack: each member keeps fit's semantics (batch order from a generator seeded
-with its seed, the 1-sample tail batch skipped, val after every epoch, best-epoch restore, on_epoch may raise
-Pruned, patience, max_seconds) and ends with a RunResult like fit's. A member that stops (pruned, early-stopped,
+This is the engine's `fit` for a stack: the epochs run in fit's own epoch loop (recipe/engine/loop.py, with the
+Stack strategy below), so each member keeps fit's semantics (batch order from a generator seeded with its seed,
+the 1-sample tail batch skipped, val after every epoch, best-epoch restore, on_epoch may raise Pruned, patience,
+max_seconds, its own metrics.jsonl and TensorBoard events) and ends with a RunResult like fit's. A member that stops (pruned, early-stopped,
 non-finite, out of time) leaves the stack at once: its weights go back into its own nn.Module, its result is
 handed to `on_finish`, and the stacked parameters and optimizer state are rebuilt without it, so it costs no
 more compute. Without dropout a member reproduces `fit` up to float rounding (tests/engine/test_stacked.py).
@@ -12,9 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
-import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
@@ -22,10 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from recipe import threads
+from recipe.engine import loop
 from recipe.engine import train as E
 from recipe.engine.batched import why_sequential
 from recipe.engine import stacked_health as H
 from recipe.engine.monitors import Health
+from recipe.engine.runlog import RunLog
 from recipe.engine.stacked_optim import StackedOptimizer
 
 EVAL_ROWS = 8192     # val/train rows per stacked forward (as E.predict)
@@ -72,6 +74,7 @@ class Member:
     betas: tuple[float, float] = (0.9, 0.999)
     on_epoch: Optional[Callable[[int, dict], None]] = None      # may raise E.Pruned
     health_thresholds: Optional[dict] = None
+    metrics_path: Optional[Path] = None                         # its curve (metrics.jsonl), as fit's metrics_path
     result: E.RunResult = field(default_factory=E.RunResult)
 
 
@@ -108,210 +111,189 @@ def fit_stacked(members: list[Member], train: E.Tensors, val: E.Tensors, *, task
                 early_stopping: Optional[dict] = None, max_seconds: Optional[float] = None,
                 restore_best: bool = True, monitor_every: int = 50,
                 on_finish: Optional[Callable[[Member], None]] = None) -> list[E.RunResult]:
-    """Train every member; returns their RunResults in order. `on_finish(member)` runs as each one leaves."""
-    from torch.func import functional_call, vmap
-
+    """Train every member; returns their RunResults in order. `on_finish(member)` runs as each one leaves.
+    The epochs run in the engine's one epoch loop (recipe/engine/loop.py), as fit's do."""
     device = train.x.device
-    base = copy.deepcopy(_base_module([m.model for m in members]))
-    names = [n for n, _ in base.named_parameters()]
-    drop_names = []
-    for name, module in list(base.named_modules()):
-        if isinstance(module, nn.Dropout):
-            parent, _, leaf = name.rpartition(".")
-            setattr(base.get_submodule(parent) if parent else base, leaf, MemberDropout())
-            drop_names.append(f"{name}.p")
-    base = base.to("meta")
-    params = {n: torch.stack([list(m.model.parameters())[i].detach().to(device) for m in members]).requires_grad_()
-              for i, n in enumerate(names)}                                                  # name -> (K, ...)
-    rates = _member_dropout_rates([m.model for m in members], len(drop_names)).to(device)     # (K, layers)
-    buffers = {n: rates[:, i].contiguous() for i, n in enumerate(drop_names)}                 # name -> (K,)
-    opt = StackedOptimizer(optimizer, params, [m.lr for m in members], [m.weight_decay for m in members],
-                           [m.betas for m in members])
-
-    def call(p, b, x):
-        return functional_call(base, (p, b), (x,))
-
-    if _plain_stack(base):     # an MLP: batched matmuls directly, without vmap's per-call dispatch
-        forward = lambda p, b, x: _mlp_forward(base, p, b, x.flatten(2), shared=False)  # noqa: E731
-        forward_shared = lambda p, b, x: _mlp_forward(base, p, b, x.flatten(1), shared=True)  # noqa: E731
-    else:
-        forward = vmap(call, in_dims=(0, 0, 0), randomness="different")           # x (K, B, D) -> (K, B, C)
-        forward_shared = vmap(call, in_dims=(0, 0, None), randomness="different")  # x (B, D) -> (K, B, C)
-    autocast = E._autocast(device, precision)
-    metric = (early_stopping or {}).get("metric", "val_loss")
-    patience = (early_stopping or {}).get("patience")
-    n, bs = len(train), min(batch_size, len(train))
-    active = list(members)
-    gens = []
+    runs = []
     for m in members:
-        m.result = E.RunResult()
         g = torch.Generator(device=device)
         g.manual_seed(m.seed)
-        gens.append(g)
-    health = [Health(m.model, every=monitor_every, thresholds=m.health_thresholds) for m in members]
-    state = {id(m): {"best_value": math.inf, "since_best": 0, "best": None, "last_eval": None, "seconds": 0.0,
-                     "health": h, "gen": g} for m, h, g in zip(members, health, gens)}
-    weights = [i for i, n in enumerate(names) if params[n].ndim >= 3]    # matrices/kernels: Health's _weights
-    step = 0
+        log = RunLog(m.metrics_path)
+        m.result = E.RunResult()
+        runs.append(loop.Run(result=m.result, log=log, model=m.model, on_epoch=m.on_epoch, gen=g, seed=m.seed,
+                             health=Health(m.model, every=monitor_every, thresholds=m.health_thresholds,
+                                           on_flush=log.step),
+                             on_finish=(lambda m=m: on_finish(m)) if on_finish is not None else None))
+    try:
+        stack = Stack(members, runs, train, val, task=task, num_classes=num_classes, optimizer=optimizer,
+                      batch_size=batch_size, precision=precision, monitor_every=monitor_every)
+    except BaseException:
+        for run in runs:
+            run.log.close()
+        raise
+    thread_scope = contextlib.ExitStack()     # threads from the stack's work size, as fit: recipe/threads.py
+    if device.type == "cpu":
+        macs = threads.macs_per_sample(members[0].model, train.x) * stack.bs * len(members)
+        thread_scope.enter_context(threads.using(threads.for_work(macs)))
+    with thread_scope:
+        loop.run_epochs(stack, epochs=epochs, early_stopping=early_stopping, max_seconds=max_seconds,
+                        restore_best=restore_best)
+    return [m.result for m in members]
 
-    def run(x, shared: bool):
-        with autocast if autocast is not None else contextlib.nullcontext():
-            out = (forward_shared if shared else forward)(params, buffers, x)
+
+class Stack:
+    """The one loop's strategy for K members (loop.Strategy): stacked parameters, one optimizer step for all, and
+    a stack that shrinks as members leave."""
+
+    def __init__(self, members: list[Member], runs: list, train: E.Tensors, val: E.Tensors, *, task: str,
+                 num_classes: int, optimizer: str, batch_size: int, precision: str, monitor_every: int):
+        from torch.func import functional_call, vmap
+
+        device = train.x.device
+        self.active, self.step, self.task = list(runs), 0, task
+        self.train, self.val, self.num_classes, self.precision = train, val, num_classes, precision
+        self.monitor_every, self.device = monitor_every, device
+        self.n, self.bs = len(train), min(batch_size, len(train))
+        base = copy.deepcopy(_base_module([m.model for m in members]))
+        self.names = names = [n for n, _ in base.named_parameters()]
+        drop_names = []
+        for name, module in list(base.named_modules()):
+            if isinstance(module, nn.Dropout):
+                parent, _, leaf = name.rpartition(".")
+                setattr(base.get_submodule(parent) if parent else base, leaf, MemberDropout())
+                drop_names.append(f"{name}.p")
+        self.base = base = base.to("meta")
+        self.params = {n: torch.stack([list(m.model.parameters())[i].detach().to(device) for m in members])
+                       .requires_grad_() for i, n in enumerate(names)}                             # name -> (K, ...)
+        rates = _member_dropout_rates([m.model for m in members], len(drop_names)).to(device)     # (K, layers)
+        self.buffers = {n: rates[:, i].contiguous() for i, n in enumerate(drop_names)}             # name -> (K,)
+        self.opt = StackedOptimizer(optimizer, self.params, [m.lr for m in members],
+                                    [m.weight_decay for m in members], [m.betas for m in members])
+
+        def call(p, b, x):
+            return functional_call(base, (p, b), (x,))
+
+        if _plain_stack(base):     # an MLP: batched matmuls directly, without vmap's per-call dispatch
+            self.forward = lambda p, b, x: _mlp_forward(base, p, b, x.flatten(2), shared=False)  # noqa: E731
+            self.forward_shared = lambda p, b, x: _mlp_forward(base, p, b, x.flatten(1), shared=True)  # noqa: E731
+        else:
+            self.forward = vmap(call, in_dims=(0, 0, 0), randomness="different")           # (K, B, D) -> (K, B, C)
+            self.forward_shared = vmap(call, in_dims=(0, 0, None), randomness="different")  # (B, D) -> (K, B, C)
+        self.autocast = E._autocast(device, precision)
+        self.weights = [i for i, n in enumerate(names) if self.params[n].ndim >= 3]   # matrices: Health's _weights
+
+    def _run(self, x, shared: bool):
+        with self.autocast if self.autocast is not None else contextlib.nullcontext():
+            out = (self.forward_shared if shared else self.forward)(self.params, self.buffers, x)
         out = out.float()
-        return out[..., 0] if task == "regression" and out.ndim == 3 else out
+        return out[..., 0] if self.task == "regression" and out.ndim == 3 else out
 
-    def losses(out, y):   # out (K, B, C) or (K, B); y (K, B) or (B,) -> (K,)
+    def _losses(self, out, y):   # out (K, B, C) or (K, B); y (K, B) or (B,) -> (K,)
         kk, b = out.shape[:2]
         y = y.expand(kk, b) if y.ndim == 1 else y
-        if task == "classification":
+        if self.task == "classification":
             return F.cross_entropy(out.reshape(kk * b, -1), y.reshape(-1), reduction="none").view(kk, b).mean(1)
         return ((out - y) ** 2).mean(1)
 
-    def stacked_predict(x):   # (N, D) -> (K, N, C) in eval mode
-        base.eval()
-        with torch.no_grad():
-            outs = [run(x[i:i + EVAL_ROWS], shared=True) for i in range(0, len(x), EVAL_ROWS)]
-        base.train()
-        return torch.cat(outs, 1)
+    def train_epoch(self, epoch: int, leave) -> list[float]:
+        train, n, bs, device, active = self.train, self.n, self.bs, self.device, self.active
+        self.base.train()
+        k = len(active)
+        if len({r.seed for r in active}) == 1:       # one batch order for all: gather each batch once
+            perm = torch.randperm(n, generator=active[0].gen, device=device)
+            for r in active[1:]:
+                torch.randperm(n, generator=r.gen, device=device)   # keep every stream in step
+            perms = None
+        else:
+            perms = torch.stack([torch.randperm(n, generator=r.gen, device=device) for r in active])     # (K, N)
+        epoch_loss = torch.zeros(k, device=device)
+        batches, pending, first_step = 0, [], self.step
 
-    def leave(gone: list[int]) -> None:
-        """Members at positions `gone` stop: weights back into their models, results finished, stack shrunk."""
-        nonlocal params, buffers
-        for j in gone:
-            m = active[j]
-            _finish(m, {n: params[n][j].detach() for n in names}, state[id(m)], restore_best, train, val, task,
-                    num_classes, precision, step)
-            if on_finish is not None:
-                on_finish(m)
-        keep = [j for j in range(len(active)) if j not in gone]
-        if not keep:
-            active.clear()
-            return
-        idx = torch.tensor(keep, device=device)
-        params = {n: p.detach()[idx].clone().requires_grad_() for n, p in params.items()}
-        buffers = {n: b[idx] for n, b in buffers.items()}
-        opt.keep(idx, params)
-        active[:] = [active[j] for j in keep]
+        def drop(bad: list[int]) -> None:   # they leave now, mid-epoch, as fit stops at its flush
+            nonlocal epoch_loss, perms
+            keep = [j for j in range(len(self.active)) if j not in bad]
+            epoch_loss = epoch_loss[keep]
+            if perms is not None:
+                perms = perms[keep]
+            leave(bad)
 
-    thread_scope = contextlib.ExitStack()     # threads from the stack's work size, as fit: recipe/threads.py
-    if device.type == "cpu":
-        macs = threads.macs_per_sample(members[0].model, train.x) * bs * len(members)
-        thread_scope.enter_context(threads.using(threads.for_work(macs)))
-    try:
-        for epoch in range(epochs):
-            if not active:
-                break
-            base.train()
-            t0, k = time.perf_counter(), len(active)
-            seeds = {m.seed for m in active}
-            if len(seeds) == 1:       # one batch order for all: gather each batch once
-                perm = torch.randperm(n, generator=state[id(active[0])]["gen"], device=device)
-                for m in active[1:]:
-                    torch.randperm(n, generator=state[id(m)]["gen"], device=device)   # keep every stream in step
-                perms = None
-            else:
-                perms = torch.stack([torch.randperm(n, generator=state[id(m)]["gen"], device=device)
-                                     for m in active])                                         # (K, N)
-            epoch_loss = torch.zeros(k, device=device)
-            batches, pending, first_step = 0, [], step
-            for i in range(0, n, bs):
-                if perms is None:
-                    idx = perm[i:i + bs]
-                    if len(idx) < 2 and batches:
-                        continue
-                    loss = losses(run(train.x[idx], shared=True), train.y[idx])              # (K,)
-                    size = len(idx)
-                else:
-                    idx = perms[:, i:i + bs]                                                   # (K, B)
-                    if idx.shape[1] < 2 and batches:
-                        continue
-                    loss = losses(run(train.x[idx], shared=False), train.y[idx])
-                    size = idx.shape[1]
-                if step == 0:
-                    first = loss.detach().tolist()
-                    for m, v in zip(active, first):
-                        m.result.first_loss = v
-                opt.zero_grad()
-                # members' graphs are independent: a NaN in one member's loss leaves the others' gradients alone
-                loss.sum().backward()
-                sampled = health[0].sampling(step) and weights
-                if sampled:
-                    H.activation_stats(params, names, active, state, step,
-                                      [train.x[idx] if perms is None else train.x[idx[j]] for j in range(len(active))],
-                                      autocast)
-                    snapshot = H.grad_stats(params, names, weights, active, state, step)
-                opt.step()
-                if sampled:
-                    H.update_stats(params, names, weights, snapshot, active, state)
-                epoch_loss += loss.detach()
-                pending.append(loss.detach())
-                for m in active:
-                    m.result.samples += size
-                step += 1
-                batches += 1
-                if len(pending) >= monitor_every:
-                    bad = H.flush_losses(pending, first_step, active, state, params, names)
-                    pending, first_step = [], step
-                    if bad:    # they leave now, mid-epoch, as fit stops at its flush
-                        epoch_loss = epoch_loss[[j for j in range(len(active)) if j not in bad]]
-                        if perms is not None:
-                            perms = perms[[j for j in range(len(active)) if j not in bad]]
-                        leave(bad)
-                        if not active:
-                            break
-            if not active:
-                break
-            bad = H.flush_losses(pending, first_step, active, state, params, names)
-            if bad:
-                epoch_loss = epoch_loss[[j for j in range(len(active)) if j not in bad]]
-                leave(bad)
-                if not active:
-                    break
-            val_out = stacked_predict(val.x)                                                 # (K, Nval, C)
-            share = (time.perf_counter() - t0) / k      # this epoch's wall time, shared by the members
-            gone = []
-            for j, m in enumerate(active):
-                st, r = state[id(m)], m.result
-                st["seconds"] += share
-                train_loss = float(epoch_loss[j]) / max(batches, 1)
-                st["health"].on_epoch_end(train_loss)
-                v = E.score_outputs(val_out[j], val.y, task, num_classes)
-                st["last_eval"] = v
-                row = {"epoch": epoch + 1, "step": step, "train_loss": train_loss, "val_loss": v["loss"],
-                       "val_score": v["score"], "seconds": round(st["seconds"], 4)}
-                r.history.append(row)
-                value = row["val_loss"] if metric == "val_loss" else -row["val_score"]
-                if value < st["best_value"] - 1e-9:
-                    st["best_value"], st["since_best"], r.best_epoch = value, 0, epoch + 1
-                    r.best = {"loss": row["val_loss"], "score": row["val_score"]}
-                    if restore_best:
-                        st["best"] = {nm: params[nm][j].detach().clone() for nm in names}
-                else:
-                    st["since_best"] += 1
-                try:
-                    if m.on_epoch is not None:
-                        m.on_epoch(epoch + 1, row)
-                except E.Pruned:
-                    r.stopped = "pruned"
-                    gone.append(j)
+        for i in range(0, n, bs):
+            if perms is None:
+                idx = perm[i:i + bs]
+                if len(idx) < 2 and batches:
                     continue
-                if patience is not None and st["since_best"] >= patience:
-                    r.stopped = "early_stopping"
-                    gone.append(j)
-                elif max_seconds is not None and st["seconds"] > max_seconds:
-                    r.stopped = "max_seconds"
-                    gone.append(j)
-            if gone:
-                leave(gone)
-        if active:
-            leave(list(range(len(active))))
-    except BaseException:
-        for m in active:                # the stack's members in flight get no result; their caller says why
-            m.result.stopped = "interrupted"
-        raise
-    finally:
-        thread_scope.close()
-    return [m.result for m in members]
+                loss = self._losses(self._run(train.x[idx], shared=True), train.y[idx])              # (K,)
+                size = len(idx)
+            else:
+                idx = perms[:, i:i + bs]                                                             # (K, B)
+                if idx.shape[1] < 2 and batches:
+                    continue
+                loss = self._losses(self._run(train.x[idx], shared=False), train.y[idx])
+                size = idx.shape[1]
+            if self.step == 0:
+                for r, v in zip(self.active, loss.detach().tolist()):
+                    r.result.first_loss = v
+            self.opt.zero_grad()
+            # members' graphs are independent: a NaN in one member's loss leaves the others' gradients alone
+            loss.sum().backward()
+            sampled = self.active[0].health.sampling(self.step) and self.weights
+            if sampled:
+                H.activation_stats(self.params, self.names, self.active, self.step,
+                                   [train.x[idx] if perms is None else train.x[idx[j]] for j in range(len(self.active))],
+                                   self.autocast)
+                snapshot = H.grad_stats(self.params, self.names, self.weights, self.active, self.step)
+            self.opt.step()
+            if sampled:
+                H.update_stats(self.params, self.names, self.weights, snapshot, self.active)
+            epoch_loss += loss.detach()
+            pending.append(loss.detach())
+            for r in self.active:
+                r.result.samples += size
+            self.step += 1
+            batches += 1
+            if len(pending) >= self.monitor_every:
+                bad = H.flush_losses(pending, first_step, self.active, self.params, self.names)
+                pending, first_step = [], self.step
+                if bad:
+                    drop(bad)
+                    if not self.active:
+                        return []
+        bad = H.flush_losses(pending, first_step, self.active, self.params, self.names)
+        if bad:
+            drop(bad)
+        return [float(v) / max(batches, 1) for v in epoch_loss]
+
+    def evaluate(self) -> list[dict]:
+        x = self.val.x
+        self.base.eval()
+        with torch.no_grad():
+            out = torch.cat([self._run(x[i:i + EVAL_ROWS], shared=True) for i in range(0, len(x), EVAL_ROWS)], 1)
+        self.base.train()                                                                       # (K, Nval, C)
+        return [E.score_outputs(out[j], self.val.y, self.task, self.num_classes) for j in range(len(self.active))]
+
+    def snapshot(self, j: int) -> dict[str, torch.Tensor]:
+        return {nm: self.params[nm][j].detach().clone() for nm in self.names}
+
+    def release(self, positions: list[int]) -> list[dict[str, torch.Tensor]]:
+        """Their current weights (views into the old stack); the stack, its optimizer state shrink without them."""
+        current = [{n: self.params[n][j].detach() for n in self.names} for j in positions]
+        keep = [j for j in range(len(self.active)) if j not in positions]
+        if keep:
+            idx = torch.tensor(keep, device=self.device)
+            self.params = {n: p.detach()[idx].clone().requires_grad_() for n, p in self.params.items()}
+            self.buffers = {n: b[idx] for n, b in self.buffers.items()}
+            self.opt.keep(idx, self.params)
+        self.active = [self.active[j] for j in keep]
+        return current
+
+    def load(self, run, weights: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for p, name in zip(run.model.parameters(), weights):
+                p.copy_(weights[name].to(p.device, p.dtype))
+
+    def evaluate_run(self, run, split: str) -> dict:
+        return E.evaluate(run.model, self.train if split == "train" else self.val, self.task, self.num_classes,
+                          precision=self.precision)
 
 
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.Identity)
@@ -345,32 +327,15 @@ def _mlp_forward(base: nn.Sequential, params: dict, buffers: dict, x: torch.Tens
     return x
 
 
-def _finish(m: Member, current: dict[str, torch.Tensor], st: dict, restore_best: bool, train: E.Tensors,
-            val: E.Tensors, task: str, num_classes: int, precision: str, step: int) -> None:
-    """fit's ending for one member: restore the best epoch, load the weights, evaluate, health checks."""
-    r = m.result
-    restored = restore_best and st["best"] is not None and r.stopped != "non_finite" and \
-        r.best_epoch != len(r.history)
-    weights = st["best"] if restored else current
-    with torch.no_grad():
-        for p, name in zip(m.model.parameters(), weights):
-            p.copy_(weights[name].to(p.device, p.dtype))
-    r.steps, r.seconds = step, st["seconds"]
-    if r.stopped != "non_finite":
-        last = st["last_eval"]
-        r.best = dict(last) if (last is not None and not restored and r.stopped != "pruned") else \
-            E.evaluate(m.model, val, task, num_classes, precision=precision)
-        r.final_train = E.evaluate(m.model, train, task, num_classes, precision=precision)
-    r.health = st["health"].checks()
-
-
 def fit_stacked_from_configs(models: list[nn.Module], cfgs: list, ds, train: E.Tensors, val: E.Tensors,
-                             on_epoch: Optional[list] = None, on_finish=None) -> list[E.RunResult]:
+                             on_epoch: Optional[list] = None, on_finish=None,
+                             metrics_paths: Optional[list] = None) -> list[E.RunResult]:
     """fit_stacked with each member's experiment config (as E.fit_from_config): lr, weight decay and seed per
     member; the rest (optimizer, batch size, epochs, early stopping, precision) is shared and taken from the first."""
     t = cfgs[0].train
     members = [Member(model=m, lr=c.train.lr, weight_decay=c.train.weight_decay, seed=c.seed,
-                      on_epoch=(on_epoch or [None] * len(models))[i], health_thresholds=c.checks)
+                      on_epoch=(on_epoch or [None] * len(models))[i], health_thresholds=c.checks,
+                      metrics_path=(metrics_paths or [None] * len(models))[i])
                for i, (m, c) in enumerate(zip(models, cfgs))]
     return fit_stacked(members, train, val, task=ds.task, num_classes=ds.num_classes, optimizer=t.optimizer,
                        batch_size=t.batch_size, epochs=t.epochs, precision=t.precision,

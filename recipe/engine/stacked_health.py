@@ -14,15 +14,16 @@ import torch
 from recipe.engine.monitors import NonFiniteLoss
 
 
-def flush_losses(pending: list[torch.Tensor], first_step: int, active: list, state: dict, params: dict,
+def flush_losses(pending: list[torch.Tensor], first_step: int, active: list, params: dict,
                  names: list[str]) -> list[int]:
-    """Buffered (K,) losses: each member's Health sees its own; returns positions that went non-finite."""
+    """Buffered (K,) losses: each member's Health sees its own (and its metrics.jsonl gets the step line, as
+    Health.flush writes it in fit); returns positions that went non-finite. `active`: the stack's loop.Runs."""
     if not pending:
         return []
     buf = torch.stack(pending).float().cpu()                                              # (S, K)
     bad = []
     for j, m in enumerate(active):
-        h, col = state[id(m)]["health"], buf[:, j]
+        h, col = m.health, buf[:, j]
         finite = torch.isfinite(col)
         if not bool(finite.all()):
             at = int((~finite).nonzero()[0, 0])
@@ -33,6 +34,8 @@ def flush_losses(pending: list[torch.Tensor], first_step: int, active: list, sta
             m.result.stopped = "non_finite"
             bad.append(j)
             continue
+        if h.on_flush is not None:
+            h.on_flush(first_step + len(col) - 1, float(col.mean()))
         if h.first_loss is None:
             h.first_loss = float(col[0])
         i = int(col.argmax())
@@ -53,7 +56,7 @@ def first_bad(params: dict[str, torch.Tensor], names: list[str], j: int) -> tupl
     return None, "loss"
 
 
-def activation_stats(params, names, active, state, step, batches: list[torch.Tensor], autocast=None) -> None:
+def activation_stats(params, names, active, step, batches: list[torch.Tensor], autocast=None) -> None:
     """Health.before_forward for each member: its own model's activation hooks watch a forward pass of its batch
     with its current weights (views into the stack). Hooks cannot read batched tensors inside vmap, hence this
     extra pass, on sampled steps only."""
@@ -64,7 +67,7 @@ def activation_stats(params, names, active, state, step, batches: list[torch.Ten
     # the probe sees the precision the training forward runs in (train.precision)
     with torch.no_grad(), autocast if autocast is not None else contextlib.nullcontext():
         for j, (m, xb) in enumerate(zip(active, batches)):
-            h = state[id(m)]["health"]
+            h = m.health
             h.before_forward(step)
             if not h._hooks:
                 continue
@@ -77,28 +80,28 @@ def activation_stats(params, names, active, state, step, batches: list[torch.Ten
                 h._hooks = []
 
 
-def grad_stats(params, names, weights, active, state, step) -> list[torch.Tensor]:
+def grad_stats(params, names, weights, active, step) -> list[torch.Tensor]:
     """Per-member gradient norms of the weight layers (Health.before_step for each member); returns a snapshot."""
     with torch.no_grad():
         norms = torch.stack([params[names[i]].grad.detach().float().flatten(1).norm(dim=1)
                              if params[names[i]].grad is not None else
                              torch.zeros(len(active), device=params[names[i]].device) for i in weights]).cpu()  # (L, K)
     for j, m in enumerate(active):
-        h, col = state[id(m)]["health"], norms[:, j]
+        h, col = m.health, norms[:, j]
         h.grad_norms.append((step, float(col.norm())))
         if len(col) >= 2 and float(col[-1]) > 0:
             h.layer_ratio.append(float(col[0]) / float(col[-1]))
     return [params[names[i]].detach().clone() for i in weights]
 
 
-def update_stats(params, names, weights, snapshot, active, state) -> None:
+def update_stats(params, names, weights, snapshot, active) -> None:
     """Per-member |update| / |weight| of each weight layer (Health.after_step for each member)."""
     with torch.no_grad():
         pairs = torch.stack([torch.stack([(params[names[i]].detach() - old).float().flatten(1).norm(dim=1),
                                           old.float().flatten(1).norm(dim=1)])
                              for i, old in zip(weights, snapshot)]).cpu()                        # (L, 2, K)
     for j, m in enumerate(active):
-        h = state[id(m)]["health"]
+        h = m.health
         for (layer, _), (delta, denom) in zip(h.weights, pairs[:, :, j].tolist()):
             if denom > 0:
                 h.update_ratios.setdefault(layer, []).append(delta / denom)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import random
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -21,6 +19,8 @@ from recipe import threads
 # pick_device, deterministic and resolve_precision are part of the engine's API (E.pick_device, ...)
 from recipe.engine.hardware import (_autocast, _is_oom, _note, deterministic, eval_batch_size,  # noqa: F401
                                     pick_device, resolve_precision)
+from recipe.engine import loop
+from recipe.engine.loop import Pruned, RunResult  # noqa: F401  (part of the engine's API: E.Pruned, E.RunResult)
 from recipe.engine.monitors import Health, NonFiniteLoss
 from recipe.engine.runlog import RunLog
 from recipe.errors import ModelError, RecipeError
@@ -149,38 +149,6 @@ def error_of(score: float) -> float:
     return 1.0 - score
 
 
-@dataclass
-class RunResult:
-    history: list[dict] = field(default_factory=list)
-    best_epoch: int = -1
-    best: dict[str, Any] = field(default_factory=dict)      # val metrics at the best epoch
-    final_train: dict[str, Any] = field(default_factory=dict)
-    stopped: str = "completed"
-    steps: int = 0
-    samples: int = 0
-    seconds: float = 0.0
-    health: list = field(default_factory=list)
-    first_loss: float = float("nan")
-    precision: str = "fp32"                                  # what the run really used (resolve_precision)
-
-    @property
-    def samples_per_second(self) -> float:
-        return self.samples / self.seconds if self.seconds > 0 else 0.0
-
-    def summary(self) -> dict[str, Any]:
-        return {"best_epoch": self.best_epoch, "val": _plain(self.best), "train": _plain(self.final_train),
-                "stopped": self.stopped, "steps": self.steps, "seconds": round(self.seconds, 3),
-                "epochs": len(self.history)}
-
-
-def _plain(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k != "per_class"} | ({"per_class": d["per_class"]} if "per_class" in d else {})
-
-
-class Pruned(Exception):
-    """Raised by an on_epoch callback to end a run early (tune pruning)."""
-
-
 def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     from recipe.workspace import atomic_path
 
@@ -228,59 +196,73 @@ def fit(
     """Train `model` in place; returns history, best val metrics and health checks.
 
     With restore_best, the weights at the best val epoch are loaded back at the end (early stopping).
+    The epochs run in the engine's one epoch loop (recipe/engine/loop.py), as every stacked member's do.
     """
     device = train.x.device
     seed_everything(seed)
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     model.to(device)
-    opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
-    compute_loss = loss_fn(task)
     used, note = resolve_precision(device, precision)
     _note(note)
-    ac = _autocast(device, used)
     scaler = torch.amp.GradScaler(device.type) if used == "fp16" else None
     log = RunLog(metrics_path)
     health = Health(model, every=monitor_every, thresholds=health_thresholds, amp_scaled=scaler is not None,
                     on_flush=log.step)
-    n = len(train)
-    bs = min(batch_size, n)
-    metric = (early_stopping or {}).get("metric", "val_loss")
-    patience = (early_stopping or {}).get("patience")
-    result = RunResult()
-    best_value, best_state, since_best = math.inf, None, 0
-    last_eval: Optional[dict] = None
-    result.precision = used
-    num_outputs = num_classes if task == "classification" else 1
+    run = loop.Run(result=RunResult(precision=used), health=health, log=log, model=model, on_epoch=on_epoch,
+                   progress=progress, gen=gen, seed=seed)
+    single = Single(run, train, val, task=task, num_classes=num_classes, precision=used, scaler=scaler,
+                    opt=make_optimizer(optimizer, model.parameters(), lr, weight_decay),
+                    batch_size=min(batch_size, len(train)), augment=augment)
     thread_scope = contextlib.ExitStack()     # threads from the work size: see recipe/threads.py
     if device.type == "cpu":
-        thread_scope.enter_context(threads.using(threads.for_work(threads.macs_per_sample(model, train.x) * bs)))
-    start = time.perf_counter()
-    step = 0
-    try:
-        for epoch in range(epochs):
-            model.train()
-            perm = torch.randperm(n, generator=gen, device=device)
-            epoch_loss = torch.zeros((), device=device)
-            batches = 0
-            for i in range(0, n, bs):
-                idx = perm[i:i + bs]
+        work = threads.macs_per_sample(model, train.x) * single.bs
+        thread_scope.enter_context(threads.using(threads.for_work(work)))
+    with thread_scope:
+        loop.run_epochs(single, epochs=epochs, early_stopping=early_stopping, max_seconds=max_seconds,
+                        restore_best=restore_best, has_val=val is not None, eval_train=eval_train)
+    return run.result
+
+
+class Single:
+    """The one loop's strategy for one model (loop.Strategy): torch.optim, autocast, an fp16 GradScaler, augment."""
+
+    def __init__(self, run: loop.Run, train: Tensors, val: Optional[Tensors], *, task: str, num_classes: int,
+                 precision: str, scaler, opt, batch_size: int, augment=None):
+        self.active, self.step, self.task = [run], 0, task
+        self.train, self.val, self.num_classes, self.precision = train, val, num_classes, precision
+        self.scaler, self.opt, self.bs, self.augment = scaler, opt, batch_size, augment
+        self.ac = _autocast(train.x.device, precision)
+        self.compute_loss = loss_fn(task)
+        self.num_outputs = num_classes if task == "classification" else 1
+
+    def train_epoch(self, epoch: int, leave) -> list[float]:
+        run, train, step = self.active[0], self.train, self.step
+        model, health, result, opt, scaler = run.model, run.health, run.result, self.opt, self.scaler
+        model.train()
+        n = len(train)
+        perm = torch.randperm(n, generator=run.gen, device=train.x.device)
+        epoch_loss = torch.zeros((), device=train.x.device)
+        batches = 0
+        try:
+            for i in range(0, n, self.bs):
+                idx = perm[i:i + self.bs]
                 if len(idx) < 2 and batches:  # a 1-sample tail batch breaks BatchNorm and adds noise
                     continue
                 xb, yb = train.x[idx], train.y[idx]
-                if augment is not None:
-                    xb, yb = augment(xb, yb, gen)
+                if self.augment is not None:
+                    xb, yb = self.augment(xb, yb, run.gen)
                 health.before_forward(step)
-                if ac is None:
+                if self.ac is None:
                     out = model(xb)
                 else:
-                    with ac:
+                    with self.ac:
                         out = model(xb)
                 if step == 0:
-                    out = check_output(out, len(idx), task, num_outputs)
-                elif task == "regression" and out.ndim == 2:
+                    out = check_output(out, len(idx), self.task, self.num_outputs)
+                elif self.task == "regression" and out.ndim == 2:
                     out = out[:, 0]
-                loss = compute_loss(out.float(), yb)    # float32 loss under bf16/fp16 autocast
+                loss = self.compute_loss(out.float(), yb)    # float32 loss under bf16/fp16 autocast
                 if step == 0:
                     result.first_loss = float(loss.detach())
                 opt.zero_grad(set_to_none=True)
@@ -298,63 +280,33 @@ def fit(
                 epoch_loss += loss.detach()
                 health.on_batch_end(step, loss)
                 step += 1
+                self.step = step
                 batches += 1
                 result.samples += len(idx)
             health.flush(step - 1)
-            train_loss = float(epoch_loss) / max(batches, 1)
-            health.on_epoch_end(train_loss)
-            row: dict[str, Any] = {"epoch": epoch + 1, "step": step, "train_loss": train_loss}
-            if val is not None:
-                v = evaluate(model, val, task, num_classes, precision=used)
-                last_eval = v
-                row.update(val_loss=v["loss"], val_score=v["score"])
-                row["val_accuracy" if task == "classification" else "val_r2"] = v["score"]
-                if "per_class" in v:
-                    row["val_per_class"] = v["per_class"]
-            row["seconds"] = round(time.perf_counter() - start, 4)
-            result.history.append(row)
-            log.epoch(row)
-            if progress:
-                progress(epoch + 1, row)
-            if val is not None:
-                value = row["val_loss"] if metric == "val_loss" else -row["val_score"]
-                if value < best_value - 1e-9:
-                    best_value, since_best = value, 0
-                    result.best_epoch = epoch + 1
-                    result.best = {"loss": row["val_loss"], "score": row["val_score"]}
-                    if restore_best:
-                        best_state = copy.deepcopy(model.state_dict())
-                else:
-                    since_best += 1
-            if on_epoch is not None:
-                on_epoch(epoch + 1, row)
-            if patience is not None and since_best >= patience:
-                result.stopped = "early_stopping"
-                break
-            if max_seconds is not None and time.perf_counter() - start > max_seconds:
-                result.stopped = "max_seconds"
-                break
-    except NonFiniteLoss:
-        result.stopped = "non_finite"
-    except Pruned:
-        result.stopped = "pruned"
-    finally:
-        thread_scope.close()
-        log.close()
-    result.steps = step
-    result.seconds = time.perf_counter() - start
-    restored = False
-    if restore_best and best_state is not None and result.stopped != "non_finite" and result.best_epoch != len(result.history):
-        model.load_state_dict(best_state)
-        restored = True
-    if val is not None and result.stopped != "non_finite":
-        # the weights are those of the last evaluation unless the best epoch was restored: reuse it
-        result.best = dict(last_eval) if (last_eval is not None and not restored and result.stopped != "pruned") else \
-            evaluate(model, val, task, num_classes, precision=used)
-    if eval_train and result.stopped != "non_finite":
-        result.final_train = evaluate(model, train, task, num_classes, precision=used)
-    result.health = health.checks()
-    return result
+        except NonFiniteLoss:
+            result.stopped = "non_finite"
+            leave([0])
+            return []
+        return [float(epoch_loss) / max(batches, 1)]
+
+    def evaluate(self) -> list[dict]:
+        return [evaluate(self.active[0].model, self.val, self.task, self.num_classes, precision=self.precision)]
+
+    def snapshot(self, j: int):
+        return copy.deepcopy(self.active[j].model.state_dict())
+
+    def release(self, positions: list[int]) -> list:
+        self.active = []
+        return [None]
+
+    def load(self, run: loop.Run, weights) -> None:
+        if weights is not None:
+            run.model.load_state_dict(weights)
+
+    def evaluate_run(self, run: loop.Run, split: str) -> dict:
+        return evaluate(run.model, self.train if split == "train" else self.val, self.task, self.num_classes,
+                        precision=self.precision)
 
 
 def fit_from_config(model, train: Tensors, val: Optional[Tensors], cfg, ds, *, seed: Optional[int] = None,

@@ -262,11 +262,14 @@ class Objective:
         from recipe.engine import train as E
 
         overrides, vcfg, model = self.prepare(trial)
-        curve = Path(self.plan.checkpoints).parent / "runs" / f"{trial.study.study_name}-{trial.number}" / \
-            "metrics.jsonl"
         r = E.fit_from_config(model, self.tr, self.va, vcfg, self.ds, on_epoch=self.reporter(trial, vcfg),
-                              metrics_path=curve)
+                              metrics_path=self.curve(trial))
         return self.finish(trial, r, model, overrides)
+
+    def curve(self, trial) -> Path:
+        """Where the trial's run writes its metrics.jsonl, stacked or not: study/runs/<study>-<trial>/."""
+        return Path(self.plan.checkpoints).parent / "runs" / f"{trial.study.study_name}-{trial.number}" / \
+            "metrics.jsonl"
 
     def prepare(self, trial):
         """The trial's point: (overrides, its config, its initialised model)."""
@@ -711,7 +714,8 @@ def check_noise(cfg, ctx, ds, complete, th) -> tuple[C.Check, dict, float]:
     for t in distinct:
         overrides = t.user_attrs["overrides"]
         vcfg = cfg.with_overrides(overrides)
-        results, _, how = fit_seeds(vcfg, ds, tr, va, seeds, ctx.device)
+        curves = [ctx.dir / "runs" / f"noise-{t.number}-seed{s}" / "metrics.jsonl" for s in seeds]
+        results, _, how = fit_seeds(vcfg, ds, tr, va, seeds, ctx.device, curves=curves)
         vals = [r.best.get("score", math.nan) for r in results]
         vals = [v for v in vals if math.isfinite(v)] or [math.nan]
         entries.append({"trial": t.number, "overrides": overrides, "trial_val": t.value, "seeds": vals,

@@ -77,7 +77,8 @@ def run_batch(study, trials: list, objective, tick=None) -> None:
 
                 fit_stacked_from_configs(models, [vcfg for _, _, vcfg, _ in group], objective.ds, objective.tr,
                                          objective.va, on_finish=finished,
-                                         on_epoch=[_held(objective.reporter(t, c)) for t, _, c, _ in group])
+                                         on_epoch=[_held(objective.reporter(t, c)) for t, _, c, _ in group],
+                                         metrics_paths=[objective.curve(t) for t, *_ in group])
         except BaseException as e:      # the trials not told yet end as _run_trial ends a trial that raised
             _fail_untold(study, [t for t in trials if t.number not in told], e)
             raise
