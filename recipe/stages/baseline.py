@@ -37,13 +37,15 @@ def expected_init_loss(report: dict) -> float:
 # ----------------------------------------------------------------------------- checks
 
 
-def check_seed(cfg, ds, tr, train_kwargs) -> C.Check:
+def check_seed(cfg, ds, tr, train_kwargs, curve=lambda i: None) -> C.Check:
+    """curve(i): where run i (1 or 2) writes its metrics.jsonl, like every other training run."""
     sub = tr.subset(torch.arange(min(SEED_ROWS, len(tr)), device=tr.x.device))
     runs = []
     with E.deterministic(tr.x.device):    # on CUDA: no cuDNN/atomics nondeterminism between the two runs
-        for _ in range(2):
+        for i in (1, 2):
             model = create(cfg, ds, cfg.seed).to(tr.x.device)
-            r = E.fit(model, sub, None, **{**train_kwargs, "epochs": 2, "max_seconds": None, "early_stopping": None})
+            r = E.fit(model, sub, None, **{**train_kwargs, "epochs": 2, "max_seconds": None, "early_stopping": None},
+                      metrics_path=curve(i))
             weights = torch.cat([p.detach().float().reshape(-1).cpu() for p in model.parameters()])
             runs.append(([h["train_loss"] for h in r.history], weights))
     (l1, w1), (l2, w2) = runs
@@ -380,7 +382,8 @@ def run(cfg, ctx) -> StageResult:
         model = create(cfg, ds, cfg.seed).to(ctx.device)
         built = as_built(cfg, ds, cfg.seed).to(ctx.device)     # before recipe's output bias: measured first
         init_check, init_loss, expected = check_init_loss(built, model, tr, ds, report, th("baseline.init-loss"))
-        checks += [check_seed(cfg, ds, tr, kwargs), init_check,
+        seed_curve = lambda i: ctx.artifacts.path(f"runs/seed_run{i}/metrics.jsonl")   # noqa: E731
+        checks += [check_seed(cfg, ds, tr, kwargs, seed_curve), init_check,
                    check_bias_init(built, model, tr, ds, th("baseline.bias-init"))]
         checks += [check_loss_input(model, tr, ds), check_batch_independence(model, tr, th("baseline.batch-independence")),
                    check_grad_flow(model, tr, ds), check_gradcheck(model, tr.x)]
