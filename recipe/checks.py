@@ -99,7 +99,8 @@ _SPECS = [
     _spec("regularize.mode", "regularize", "train-mode vs eval-mode discrepancy (dropout/BN)", "37:32", max_gap=0.05),
     _spec("regularize.still-improving", "regularize", "val still improving at the end: train longer", "37:31 recipe:6",
           min_recent_gain=0.005),
-    _spec("regularize.beats-baselines", "regularize", "final model does not beat the dumb baselines", "recipe:2 recipe:4"),
+    _spec("regularize.beats-baselines", "regularize", "final model does not beat the dumb baselines (paired test "
+          "on the same val rows)", "recipe:2 recipe:4", alpha=0.05),
     _spec("tune.boundary", "tune", "best value sits at the edge of its range", "recipe:5", edge_fraction=0.1,
           trend=0.5, min_trials=5),
     _spec("tune.noise", "tune", "top trials are within seed-to-seed noise", "recipe:5", top=3, seeds=3),

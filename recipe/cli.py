@@ -53,11 +53,16 @@ def handled(fn: Callable) -> Callable:
             if as_json:
                 typer.echo(json.dumps({"status": label, "exit_code": e.exit_code, "errors": e.messages}))
             raise typer.Exit(e.exit_code)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             interrupts.hold()   # a second Ctrl-C while exiting must not turn 130 into a crash
-            console().print("[magenta]interrupted[/magenta]: the record says 'interrupted'; rerun the stage")
+            from rich.markup import escape
+
+            # a stage that keeps its finished work says how to continue (regularize names the exact command)
+            hint = str(e) or "the record says 'interrupted'; rerun the stage"
+            console().print(f"[magenta]interrupted[/magenta]: {escape(hint)}", soft_wrap=True)
             if as_json:
-                typer.echo(json.dumps({"status": "interrupted", "exit_code": EXIT_INTERRUPTED}))
+                typer.echo(json.dumps({"status": "interrupted", "exit_code": EXIT_INTERRUPTED,
+                                       **({"message": str(e)} if str(e) else {})}))
             raise typer.Exit(EXIT_INTERRUPTED)
         finally:
             interrupts.restore(saved)

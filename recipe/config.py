@@ -151,7 +151,8 @@ LADDER_RUNGS = (
 class RegularizeConfig(Section):
     ladder: list[Literal[LADDER_RUNGS]] = Field(list(LADDER_RUNGS), description="Rungs tried, in this order.")
     seeds: int = Field(2, ge=1, description="Seeds per variant, so deltas come with their noise.")
-    target_error: float = Field(0.0, ge=0, description="Human-level / Bayes error for the bias verdict.")
+    target_error: float = Field(0.0, ge=0, description="Human-level / Bayes error for the bias "
+                                "verdict; 0: estimated from the baselines and inspect's label-noise rate.")
     budget_seconds: Optional[float] = Field(None, gt=0, description="Stop trying rungs after this long.")
     jobs: int = Field(1, ge=1, description="Worker processes for independent rungs.")
 

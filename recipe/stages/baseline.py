@@ -148,30 +148,42 @@ def check_bias_init(built, model, tr, ds, th) -> C.Check:
     return C.make("baseline.bias-init", "pass", f"{what} ({built_what})", ev)
 
 
-def dumb_baselines(ds, seed: int) -> dict[str, dict[str, Any]]:
-    """Majority/mean, linear and gradient-boosting scores on train and val (sklearn)."""
+def dumb_models(task: str, seed: int) -> dict[str, Any]:
+    """The dumb baselines, unfitted: majority/mean, linear, gradient boosting (sklearn)."""
     from sklearn.dummy import DummyClassifier, DummyRegressor
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.linear_model import LogisticRegression, Ridge
 
-    cls = ds.task == "classification"
-    xt, xv = ds.normalize(ds.train.x), ds.normalize(ds.val.x)
-    yt, yv = ds.train.y, ds.val.y
-    models = {
+    cls = task == "classification"
+    return {
         "majority" if cls else "mean": DummyClassifier(strategy="most_frequent") if cls else DummyRegressor(),
         "linear": LogisticRegression(max_iter=500) if cls else Ridge(),
         "gradient_boosting": (HistGradientBoostingClassifier if cls else HistGradientBoostingRegressor)(
             max_iter=60, random_state=seed, early_stopping=False),
     }
+
+
+def fit_dumb(model, ds):
+    """Fit one dumb baseline on normalized train, as dumb_baselines does (deterministic: same seed, same model)."""
     from threadpoolctl import threadpool_limits
 
     from recipe import threads
 
+    xt = ds.normalize(ds.train.x)
+    # gradient boosting's OpenMP pool and BLAS: one thread on small data, so a busy core cannot stall them
+    with threadpool_limits(threads.for_work(xt.size * 60)):
+        model.fit(xt, ds.train.y)
+    return model
+
+
+def dumb_baselines(ds, seed: int) -> dict[str, dict[str, Any]]:
+    """Majority/mean, linear and gradient-boosting scores on train and val (sklearn)."""
+    cls = ds.task == "classification"
+    xt, xv = ds.normalize(ds.train.x), ds.normalize(ds.val.x)
+    yt, yv = ds.train.y, ds.val.y
     out = {}
-    for name, m in models.items():
-        # gradient boosting's OpenMP pool and BLAS: one thread on small data, so a busy core cannot stall them
-        with threadpool_limits(threads.for_work(xt.size * 60)):
-            m.fit(xt, yt)
+    for name, m in dumb_models(ds.task, seed).items():
+        fit_dumb(m, ds)
         row: dict[str, Any] = {"train": float(m.score(xt, yt)), "val": float(m.score(xv, yv))}
         if cls:
             pred = m.predict(xv)

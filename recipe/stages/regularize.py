@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,196 +11,21 @@ import yaml
 
 from recipe import checks as C
 from recipe.engine import train as E
-from recipe.engine.monitors import compact, worst_per_check
-from recipe.engine.runlog import run_folder
-from recipe.models import create
+from recipe.engine.monitors import worst_per_check
 from recipe.stage import StageResult
-from recipe.stages.regularize_checks import (active_regularizers, beats, check_beats_baselines, check_mode,
-                                             check_still_improving, check_too_strong, noise, pictures)
+from recipe.stages.regularize_checks import (beats, check_mode, check_still_improving, check_too_strong,
+                                             configured_rungs, noise, pictures)
+from recipe.stages.regularize_trainer import CACHE, Spec, Trainer, Variant, continue_command  # noqa: F401
+from recipe.stages.regularize_verdicts import (bias_variance, check_beats_baselines, label_noise_rate, paired_rows,
+                                               reachable_error)
+
+PRESERVE = (CACHE,)     # finished runs survive reruns: an interrupted ladder resumes (regularize_trainer)
 
 DROPOUT = 0.2
 # L2 through the optimizer (coupled under Adam). Mild on purpose: at overfit-batch's learning rate on digits
 # (6e-3) L2 of 3e-4 or 1e-3 already threw one Adam seed in three off (val 0.89-0.94, the others 0.99). Configs whose
 # data invites memorizing set a stronger train.weight_decay (the planted high-variance case uses 3e-3).
 WEIGHT_DECAY = 1e-4
-
-
-@dataclass
-class Variant:
-    """One row of the ablation table: a rung's overrides trained with every seed."""
-
-    name: str
-    overrides: dict[str, Any]
-    train: list[float] = field(default_factory=list)
-    val: list[float] = field(default_factory=list)
-    history: list[list[dict]] = field(default_factory=list)
-    health: list[list[dict]] = field(default_factory=list)   # per seed: the run's health checks, compact
-    models: list[Any] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)
-    note: str = ""
-    delta: float = 0.0
-    noise: float = 0.0                       # seed noise of the delta: a rung is kept only when delta > noise
-    kept: bool = False
-
-    @property
-    def val_mean(self) -> float:
-        return float(np.mean(self.val)) if self.val else math.nan
-
-    @property
-    def val_std(self) -> float:
-        return float(np.std(self.val)) if len(self.val) > 1 else 0.0
-
-    @property
-    def train_mean(self) -> float:
-        return float(np.mean(self.train)) if self.train else math.nan
-
-    def row(self) -> dict[str, Any]:
-        return {"variant": self.name, "overrides": self.overrides, "train": round(self.train_mean, 4),
-                "train_std": round(float(np.std(self.train)) if len(self.train) > 1 else 0.0, 4),
-                "val": round(self.val_mean, 4), "val_std": round(self.val_std, 4), "seeds": len(self.val),
-                "delta": round(self.delta, 4), "noise": round(self.noise, 4), "kept": self.kept, "note": self.note}
-
-
-@dataclass
-class Spec:
-    """A variant to train with every seed: overrides, plus an optional train subset (learning curve)."""
-
-    name: str
-    overrides: dict[str, Any]
-    subset: Optional[np.ndarray] = None      # row positions in train (learning curve)
-    keep: bool = False                       # return the trained models
-    seeds: Optional[list[int]] = None        # default: the trainer's seeds
-
-
-def _fit_one(cfg, ds, tr, va, device, task: dict) -> dict[str, Any]:
-    """One (variant, seed) run through the one engine; the unit of work of a worker process."""
-    vcfg = cfg.with_overrides(task["overrides"])
-    train = tr if task["subset"] is None else tr.subset(torch.as_tensor(task["subset"], device=tr.x.device))
-    model = create(vcfg, ds, task["seed"]).to(device)
-    r = E.fit_from_config(model, train, va, vcfg, ds, seed=task["seed"], metrics_path=task.get("metrics_path"))
-    out = {"train": r.final_train.get("score", math.nan), "val": r.best.get("score", math.nan),
-           "history": r.history, "health": compact(r.health)}
-    if task["keep"]:
-        out["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return out
-
-
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(raw: dict, base_dir: str, device: str, jobs: int) -> None:
-    from recipe import threads
-    from recipe.config import validate
-    from recipe.data import load
-
-    threads.set_share(jobs)      # each of the jobs processes gets its share of the cores, not all of them
-    threads.apply_default()
-    cfg = validate(raw)
-    cfg._base_dir = __import__("pathlib").Path(base_dir)
-    ds = load(cfg)
-    dev = E.pick_device(device)
-    _WORKER.update(cfg=cfg, ds=ds, device=dev, tr=E.to_tensors(ds, ds.train, dev), va=E.to_tensors(ds, ds.val, dev))
-
-
-def _worker_task(task: dict) -> dict[str, Any]:
-    w = _WORKER
-    return _fit_one(w["cfg"], w["ds"], w["tr"], w["va"], w["device"], task)
-
-
-class Trainer:
-    """Runs variants of the base config with every seed on the same data and budget; `jobs` worker
-    processes train independent (variant, seed) runs in parallel, each with its share of the threads."""
-
-    def __init__(self, cfg, ctx, base: dict[str, Any], progress, jobs: int = 1):
-        self.cfg, self.ctx, self.base, self.progress = cfg, ctx, base, progress
-        self.ds = ctx.data()
-        self.tr, self.va = ctx.tensors("train"), ctx.tensors("val")
-        self.seeds = [cfg.seed + i for i in range(cfg.regularize.seeds)]
-        self.runs = 0
-        self.health_runs: list[tuple[str, list[dict]]] = []      # every run's health checks, for the record
-        self.jobs = jobs
-        self.pool = None
-
-    def __enter__(self):
-        if self.jobs > 1:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-
-            from recipe import threads
-
-            threads.configure_env()      # the spawned workers import torch with OpenMP told not to spin
-            self.pool = ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                            initargs=(self.cfg.model_dump(mode="json"), str(self.cfg.base_dir),
-                                                      self.ctx.options.device, self.jobs))
-        return self
-
-    def __exit__(self, *exc):
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-        return False
-
-    def config(self, overrides: dict[str, Any]):
-        return self.cfg.with_overrides({**self.base, **overrides})
-
-    def run_all(self, specs: list[Spec]) -> list[Variant]:
-        tasks = [(i, {"overrides": {**self.base, **sp.overrides}, "seed": seed, "subset": sp.subset, "keep": sp.keep,
-                      "metrics_path": str(self.ctx.dir / "runs" / run_folder(f"{sp.name}_seed{seed}")
-                                          / "metrics.jsonl")})
-                 for i, sp in enumerate(specs) for seed in (sp.seeds or self.seeds)]
-        if self.pool is None:
-            results = []
-            for _, t in tasks:
-                results.append(_fit_one(self.cfg, self.ds, self.tr, self.va, self.ctx.device, t))
-                self.progress.advance()
-        else:
-            futures = [self.pool.submit(_worker_task, t) for _, t in tasks]
-            results = []
-            for f in futures:
-                results.append(f.result())
-                self.progress.advance()
-        variants = [Variant(sp.name, sp.overrides) for sp in specs]
-        for (i, t), res in zip(tasks, results):
-            v = variants[i]
-            v.seeds.append(t["seed"])
-            v.train.append(res["train"])
-            v.val.append(res["val"])
-            v.history.append(res["history"])
-            v.health.append(res["health"])
-            self.health_runs.append((f"{v.name} seed {t['seed']}", res["health"]))
-            if "state_dict" in res:
-                model = create(self.config(v.overrides), self.ds, t["seed"])
-                model.load_state_dict(res["state_dict"])
-                v.models.append(model.to(self.ctx.device))
-            self.runs += 1
-        return variants
-
-    def run(self, name: str, overrides: dict[str, Any], subset=None, keep_models: bool = False,
-            seeds: Optional[list[int]] = None) -> Variant:
-        return self.run_all([Spec(name, overrides, subset, keep_models, seeds)])[0]
-
-    def fresh_seeds(self) -> list[int]:
-        """As many seeds again, none used by the ladder: a re-run on them is an independent replicate."""
-        return [s + len(self.seeds) for s in self.seeds]
-
-
-def bias_variance(ref: Variant, target_error: float, th) -> tuple[C.Check, str]:
-    train_err, val_err = 1 - ref.train_mean, 1 - ref.val_mean
-    bias, variance = train_err - target_error, val_err - train_err
-    hb, hv = bias > th["high_bias"], variance > th["high_variance"]
-    verdict = "both" if hb and hv else "high bias" if hb else "high variance" if hv else "fine"
-    ev = {"train_error": round(train_err, 4), "val_error": round(val_err, 4), "target_error": target_error,
-          "avoidable_bias": round(bias, 4), "variance": round(variance, 4), "verdict": verdict,
-          "high_bias": th["high_bias"], "high_variance": th["high_variance"]}
-    advice = {
-        "high bias": "Bigger model or train longer first; more data or regularization will not help a model that "
-                     "cannot fit train.",
-        "high variance": "Regularize: the ladder below tries each remedy (more data first, then augmentation, ...).",
-        "both": "Fit train first (bigger model, longer), then regularize.",
-        "fine": "Train and val errors are close to the target: tune next.",
-    }[verdict]
-    status = "warn" if verdict in ("high bias", "both") else "pass"
-    return C.make("regularize.bias-variance", status, f"{verdict}: avoidable bias {bias:.3f}, variance {variance:.3f}",
-                  ev, advice), verdict
 
 
 def _permutation_importance(model, va, ds, seed: int, precision: str) -> np.ndarray:
@@ -256,7 +80,58 @@ def learning_curve(points: dict[float, Variant], ref: Variant) -> dict[str, Any]
             "more_data_helps": bool(gain > max(ref.val_std, 0.002))}
 
 
+# rungs that move the same knob: never combined (smaller_model + larger_model is no model at all)
+AXIS = {"smaller_model": "model size", "larger_model": "model size"}
+
+
+def contradicts(a: Variant, b: Variant) -> str:
+    """Why b's rung cannot join a (a may be a combination): the same axis, or a key set to another value."""
+    axes = {AXIS[r] for r in a.name.split("+") if r in AXIS}
+    if b.name in AXIS and AXIS[b.name] in axes:
+        return f"same axis ({AXIS[b.name]})"
+    keys = [k for k in b.overrides if k in a.overrides and a.overrides[k] != b.overrides[k]]
+    return f"both set {', '.join(keys)}" if keys else ""
+
+
+def raw_columns(cfg, ds, dropped: list[int]) -> dict[str, Any]:
+    """The data columns behind dropped encoded inputs: one-hot levels map back to their column, which data.features
+    can remove only when every level was dropped (data.features takes raw column names of csv/parquet files)."""
+    raw_of = {f"{col}={lv}": col for col, levels in ds.encoding.get("categorical", {}).items() for lv in levels}
+    cols = [raw_of.get(n, n) for n in ds.feature_names]
+    gone = {cols[j] for j in dropped}
+    whole = [c for c in dict.fromkeys(cols) if c in gone and all(j in dropped for j, cj in enumerate(cols) if cj == c)]
+    partial = [c for c in dict.fromkeys(cols) if c in gone and c not in whole]
+    tabular = str(cfg.data.source).lower().rsplit(".", 1)[-1] in ("csv", "tsv", "txt", "parquet", "pq")
+    keep = [c for c in dict.fromkeys(cols) if c not in whole]
+    return {"columns": whole, "partly": partial, "data_features": keep if tabular and whole else None}
+
+
+def fewer_features_note(info: dict[str, Any]) -> str:
+    short = lambda names: ", ".join(names[:6]) + (" …" if len(names) > 6 else "")   # noqa: E731
+    parts = []
+    if info["columns"]:
+        parts.append(f"drops column{'s' if len(info['columns']) > 1 else ''} {short(info['columns'])}")
+    if info["partly"]:
+        parts.append(f"some levels of {short(info['partly'])}")
+    note = "zeroes the inputs of " + "; ".join(parts) + " (model.drop_inputs)"
+    if info["data_features"] is not None:
+        keep = info["data_features"]
+        note += (f"; to remove them from the data: data.features: [{', '.join(keep)}]" if len(keep) <= 12 else
+                 f"; to remove them from the data, leave {short(info['columns'])} out of data.features")
+    return note
+
+
 def run(cfg, ctx) -> StageResult:
+    try:
+        return _run(cfg, ctx)
+    except KeyboardInterrupt:
+        saved = len(list((ctx.dir / CACHE).glob("*.pt"))) if (ctx.dir / CACHE).exists() else 0
+        raise KeyboardInterrupt(f"regularize stopped; {saved} finished run{'s are' if saved != 1 else ' is'} kept in "
+                                f"{ctx.dir / CACHE}. Continue with: {continue_command(cfg, 'regularize', ctx.options.runs)}"
+                                ) from None
+
+
+def _run(cfg, ctx) -> StageResult:
     ds = ctx.data()
     fit = ctx.upstream_json("overfit-batch", "train_fit.json")
     baselines = ctx.upstream_json("baseline", "baselines.json")
@@ -275,11 +150,12 @@ def run(cfg, ctx) -> StageResult:
     diagnostics: dict[str, Any] = {}
     skipped: list[str] = []
     planned = (2 + len(ladder) + 3) * rcfg.seeds
+    reach = reachable_error(rcfg.target_error, baselines, label_noise_rate(ctx.workspace.read_record("inspect")))
     with ctx.progress(f"regularize ({jobs} job{'s' if jobs > 1 else ''})", planned) as bar, \
             Trainer(cfg, ctx, base, bar, jobs) as trainer:
         ref = trainer.run("reference", {}, keep_models=True)
         variants: list[Variant] = [ref]
-        bv, verdict = bias_variance(ref, rcfg.target_error, th("regularize.bias-variance"))
+        bv, verdict = bias_variance(ref, reach, th("regularize.bias-variance"))
         checks.append(bv)
         if verdict == "high bias":
             # regularizers cannot help a model that does not fit train: a bigger model or longer training
@@ -300,6 +176,7 @@ def run(cfg, ctx) -> StageResult:
                     skipped.append("fewer_features: every feature matters on val")
                     continue
                 diagnostics["fewer_features"] = {"dropped": [ds.feature_names[j] for j in drop],
+                                                 **raw_columns(cfg, ds, [int(j) for j in drop]),
                                                  "importance": {ds.feature_names[j]: float(imp[j])
                                                                 for j in np.argsort(-imp)[:10]}}
                 # an ordinary override, so the rung can be kept (and predict applies it) like any other
@@ -319,9 +196,7 @@ def run(cfg, ctx) -> StageResult:
             diagnostics["learning_curve"] = learning_curve(curve, ref)
         for v in done:
             if v.name == "fewer_features":
-                dropped = diagnostics["fewer_features"]["dropped"]
-                v.note = "zeroes " + ", ".join(dropped[:6]) + (" …" if len(dropped) > 6 else "") + \
-                         " (model.drop_inputs); to remove them from the data, use data.features"
+                v.note = fewer_features_note(diagnostics["fewer_features"])
         variants += [v for v in done if not v.name.startswith("learning_curve_")]
         # keep what beats noise; build the combination greedily from the best single rung
         kept = [v for v in variants[1:] if v.name in rungs and beats(v, ref)]
@@ -332,19 +207,38 @@ def run(cfg, ctx) -> StageResult:
             merged = {**best.overrides, **v.overrides}
             if merged == best.overrides:
                 continue
+            why = contradicts(best, v)
+            if why:
+                combo_steps.append({"variant": f"{best.name}+{v.name}", "skipped": f"contradictory rungs: {why}"})
+                continue
             trial = trainer.run("+".join([best.name, v.name]), merged)
             combo_steps.append(trial.row())
             variants.append(trial)
             if beats(trial, best):
                 best = trial
-        # the best of several noisy rungs is biased upward (winner's curse): verify it on fresh seeds
-        chosen = ref if best is ref else trainer.run(f"chosen ({best.name})", best.overrides, keep_models=True,
-                                                     seeds=trainer.fresh_seeds())
-        verified = chosen is ref or beats(chosen, ref)
-        if chosen is not ref:
-            variants.append(chosen)
+        # the best of several noisy rungs is biased upward (winner's curse): verify it on fresh seeds, and ship only
+        # what replicates (the combination, else the best single rung, else the reference)
+        choice, chosen, rejected = ref, ref, []
+        candidates = [] if best is ref else [best] + ([kept[0]] if best is not kept[0] else [])
+        for cand in candidates:
+            rep = trainer.run(f"chosen ({cand.name})", cand.overrides, keep_models=True, seeds=trainer.fresh_seeds())
+            variants.append(rep)
+            if beats(rep, ref):
+                choice, chosen = cand, rep
+                break
+            rejected.append(rep)
         runs_done = trainer.runs
         mode_check = check_mode(cfg, chosen, trainer, ds, th("regularize.mode"))
+        precision = trainer.config(choice.overrides).train.precision
+        net_out = E.predict(chosen.models[0], trainer.va.x, precision=precision).float().cpu().numpy()
+        y_val = trainer.va.y.cpu().numpy()
+    trainer.cache.prune()
+    from recipe.stages.baseline import dumb_models, fit_dumb
+
+    dumb = fit_dumb(dumb_models(ds.task, cfg.seed)[baselines["best_dumb"]], ds)
+    base_pred = dumb.predict(ds.normalize(ds.val.x))
+    base_pred = base_pred if ds.task == "classification" else ds.target(base_pred)
+    rows = paired_rows(ds.task, net_out, base_pred, y_val)
     best_dumb = baselines["best_dumb_val"]
     dumb_error = 1 - best_dumb
     for v in variants:
@@ -353,38 +247,46 @@ def run(cfg, ctx) -> StageResult:
         v.kept = v in kept or v is chosen
     table = [v.row() for v in variants]
     ev = {"reference_val": round(ref.val_mean, 4), "reference_std": round(ref.val_std, 4), "seeds": rcfg.seeds,
-          "kept": [v.name for v in kept], "chosen": best.name, "chosen_val": round(chosen.val_mean, 4),
-          "verified_val_std": round(chosen.val_std, 4), "verified_seeds": chosen.seeds, "verified": verified,
-          "runs": runs_done, "jobs": jobs,
+          "kept": [v.name for v in kept], "best": best.name, "chosen": choice.name,
+          "chosen_val": round(chosen.val_mean, 4), "verified_val_std": round(chosen.val_std, 4),
+          "verified_seeds": chosen.seeds, "verified": choice is not ref,
+          "did_not_replicate": {r.name: f"{r.val_mean:.4f} ± {noise(r, ref):.4f}" for r in rejected},
+          "runs": runs_done, "reused_runs": trainer.reused, "jobs": jobs,
           "deltas": {v.name: f"{v.val_mean - ref.val_mean:+.4f} ± {noise(v, ref):.4f}" for v in variants[1:]}}
     if skipped:
         ev["skipped"] = skipped
     if "learning_curve" in diagnostics:
         ev["more_data_helps"] = diagnostics["learning_curve"]["more_data_helps"]
+    failed = "; ".join(f"{r.name} did not replicate on fresh seeds (val {r.val_mean:.4f} vs reference "
+                       f"{ref.val_mean:.4f}, within noise {noise(r, ref):.4f})" for r in rejected)
     if best is ref:
         checks.append(C.make("regularize.ladder", "pass", f"no rung beat the reference beyond seed noise; "
                              f"keeping the reference (val {ref.val_mean:.4f})", ev))
-    elif verified:
-        checks.append(C.make("regularize.ladder", "pass", f"kept {', '.join(v.name for v in kept)}; chosen {best.name}: "
-                             f"val {chosen.val_mean:.4f} on fresh seeds vs reference {ref.val_mean:.4f}", ev))
+    elif choice is ref:
+        checks.append(C.make("regularize.ladder", "warn", f"kept {', '.join(v.name for v in kept)}; {failed}: "
+                             f"shipping the reference instead (val {ref.val_mean:.4f})", ev,
+                             "The gain was likely seed luck: raise regularize.seeds to measure the rungs more "
+                             "precisely; the unregularized reference goes on to tune."))
     else:
-        checks.append(C.make("regularize.ladder", "warn", f"kept {', '.join(v.name for v in kept)}; chosen {best.name} "
-                             f"did not replicate on fresh seeds: val {chosen.val_mean:.4f} vs reference "
-                             f"{ref.val_mean:.4f} within noise {noise(chosen, ref):.4f}", ev,
-                             "The gain was likely seed luck: raise regularize.seeds before trusting this choice."))
+        fallback = f"{failed}; shipping {choice.name} instead: " if rejected else ""
+        checks.append(C.make("regularize.ladder", "pass", f"kept {', '.join(v.name for v in kept)}; {fallback}chosen "
+                             f"{choice.name}: val {chosen.val_mean:.4f} on fresh seeds vs reference "
+                             f"{ref.val_mean:.4f}", ev))
     checks.append(check_too_strong(variants, ref, chosen, rungs, dumb_error, len(trainer.va),
-                                 active_regularizers(trainer.config(best.overrides)), active_regularizers(cfg)))
+                                   tuple(r for r in choice.name.split("+") if choice is not ref),
+                                   configured_rungs(cfg), trainer.config(choice.overrides)))
     checks.append(mode_check)
     checks.append(check_still_improving(chosen, th("regularize.still-improving")))
-    checks.append(check_beats_baselines(chosen, baselines, ds, len(trainer.va)))
-    chosen_overrides = {**base, **best.overrides}
+    checks.append(check_beats_baselines(rows, ds.task, baselines, th("regularize.beats-baselines"), cfg.seed,
+                                        chosen.val_mean))
+    chosen_overrides = {**base, **choice.overrides}
     model = chosen.models[0]
     ccfg = cfg.with_overrides(chosen_overrides)
     E.save_checkpoint(ctx.artifacts.path("chosen.pt"), model, {"overrides": chosen_overrides, "val": chosen.val_mean})
     ctx.artifacts.add("chosen.pt")
     ctx.artifacts.text("chosen.yaml", "# regularize's choice: overrides on top of the experiment config\n"
                        + yaml.safe_dump(chosen_overrides, sort_keys=True))
-    ctx.artifacts.json("chosen.json", {"overrides": chosen_overrides, "variant": best.name, "val": chosen.val,
+    ctx.artifacts.json("chosen.json", {"overrides": chosen_overrides, "variant": choice.name, "val": chosen.val,
                                        "val_mean": chosen.val_mean, "val_std": chosen.val_std,
                                        "train": chosen.train, "train_mean": chosen.train_mean,
                                        "reference_val_std": ref.val_std, "seeds": chosen.seeds, "verdict": verdict,
@@ -396,10 +298,11 @@ def run(cfg, ctx) -> StageResult:
         f"{r['variant']},{r['seeds']},{r['train']},{r['train_std']},{r['val']},{r['val_std']},{r['delta']},"
         f"{'yes' if r['kept'] else 'no'},{r['noise']},\"{r['note']}\"\n" for r in table))
     pictures(ctx, ds, variants, ref, diagnostics, model, ccfg)
-    summary = (f"{verdict}; chosen {best.name}: val {chosen.val_mean:.4f} ± {chosen.val_std:.4f} "
-               f"(reference {ref.val_mean:.4f}, best dumb {best_dumb:.4f}); {runs_done} runs")
+    reused = f" ({trainer.reused} reused from an earlier run)" if trainer.reused else ""
+    summary = (f"{verdict}; chosen {choice.name}: val {chosen.val_mean:.4f} ± {chosen.val_std:.4f} "
+               f"(reference {ref.val_mean:.4f}, best dumb {best_dumb:.4f}); {runs_done} runs{reused}")
     # every run's health checks stay in the record (the worst status per check, and the run that had it): a rung
     # that diverged is evidence about that rung, not a failure of the stage
     return StageResult(checks, metrics={"chosen_val": chosen.val_mean, "reference_val": ref.val_mean,
-                                        "verdict": verdict, "runs": runs_done}, summary=summary,
-                       extra={"health": worst_per_check(trainer.health_runs)})
+                                        "verdict": verdict, "runs": runs_done, "reused_runs": trainer.reused},
+                       summary=summary, extra={"health": worst_per_check(trainer.health_runs)})

@@ -1,4 +1,4 @@
-"""regularize's verdicts on its chosen model (beats-baselines, too-strong, mode, still-improving) and its pictures."""
+"""regularize's checks on its chosen model (too-strong, mode, still-improving), seed noise, and its pictures."""
 from __future__ import annotations
 
 import math
@@ -20,35 +20,11 @@ def beats(a, b) -> bool:
     return a.val_mean - b.val_mean > max(noise(a, b), 1e-4)
 
 
-def check_beats_baselines(chosen, baselines: dict, ds, n_val: int) -> C.Check:
-    """Pass when the chosen model beats the best dumb baseline; a tie within noise warns, worse fails."""
-    best_dumb = baselines["best_dumb_val"]
-    gap = chosen.val_mean - best_dumb
-    noise = chosen.val_std
-    if ds.task == "classification":   # binomial standard error of an accuracy on n_val rows
-        p = min(max(best_dumb, 1e-6), 1 - 1e-6)
-        noise = max(noise, math.sqrt(p * (1 - p) / max(n_val, 1)))
-    ev = {"chosen_val": round(chosen.val_mean, 4), "best_dumb_val": round(best_dumb, 4),
-          "best_dumb": baselines["best_dumb"], "gap": round(gap, 4), "noise": round(noise, 4), "val_rows": n_val}
-    if gap > 0:
-        return C.make("regularize.beats-baselines", "pass", f"chosen model val {chosen.val_mean:.4f} beats the best "
-                      f"dumb baseline ({baselines['best_dumb']} {best_dumb:.4f})", ev)
-    if -gap <= noise:
-        return C.make("regularize.beats-baselines", "warn", f"chosen model val {chosen.val_mean:.4f} ties the best dumb "
-                      f"baseline ({baselines['best_dumb']} {best_dumb:.4f}) within noise {noise:.4f}", ev,
-                      "The network is no better than the dumb baseline here: consider shipping the baseline, or "
-                      "get more data before tuning.")
-    return C.make("regularize.beats-baselines", "fail", f"chosen model val {chosen.val_mean:.4f} is worse than the "
-                  f"best dumb baseline ({baselines['best_dumb']} {best_dumb:.4f}) beyond noise {noise:.4f}", ev,
-                  "A network that loses to a dumb baseline is not worth tuning: revisit the model (overfit-batch) "
-                  "or use the baseline.")
-
-
 UNDERFIT_MARGIN = 0.02   # train error must exceed the dumb baseline's val error by this much (or its noise)
 
 
-def active_regularizers(cfg) -> tuple[str, ...]:
-    """The regularizers a config trains with (the ladder's rung names)."""
+def configured_rungs(cfg) -> tuple[str, ...]:
+    """The regularizers the experiment config sets itself (the ladder's rung names): their strengths are the user's."""
     out = []
     if cfg.data.augment:
         out.append("augment")
@@ -61,27 +37,51 @@ def active_regularizers(cfg) -> tuple[str, ...]:
     return tuple(out)
 
 
+NAMES = {"weight_decay": "weight decay", "dropout": "dropout", "augment": "augmentation",
+         "smaller_model": "the smaller model", "smaller_batch": "the smaller batch", "early_stopping": "early stopping",
+         "fewer_features": "dropping inputs"}
+
+
+def weaken(rung: str, ccfg) -> str:
+    """What makes this rung milder, with the chosen config's value where it has one."""
+    if ccfg is None:
+        return "a smaller value in the config"
+    t, m = ccfg.train, ccfg.model
+    return {
+        "weight_decay": f"lower train.weight_decay (chosen {t.weight_decay:g})",
+        "dropout": f"lower model.dropout (chosen {m.dropout:g})",
+        "augment": f"use fewer or milder data.augment transforms (chosen {', '.join(ccfg.data.augment)})",
+        "early_stopping": "raise train.early_stopping.patience (chosen "
+                          f"{t.early_stopping.patience if t.early_stopping else '-'}) or drop early stopping",
+        "smaller_model": f"keep the larger model.hidden (the smaller one, {m.hidden}, cannot fit train)",
+        "smaller_batch": f"keep the larger train.batch_size (chosen {t.batch_size})",
+        "fewer_features": "keep the inputs the fewer_features rung zeroed (model.drop_inputs)",
+    }.get(rung, f"weaken {NAMES.get(rung, rung)}")
+
+
 def check_too_strong(variants, ref, chosen, rungs, dumb_error, n_val: int = 0, chosen_rungs: tuple = (),
-                     configured: tuple = ()) -> C.Check:
-    """Fails only for the chosen settings (`chosen_rungs`: the regularizers they train with). A rung that underfit
-    but was not kept cost nothing: it warns when its strength is the user's own setting (`configured`), which
-    later stages would use, and is only reported when it is recipe's default strength."""
+                     configured: tuple = (), chosen_cfg=None) -> C.Check:
+    """Fails only for the chosen settings (`chosen_rungs`: the rungs the shipped choice is made of), and blames only
+    those of them that restrict the fit, with advice for that rung. A rung that underfit but was not chosen cost
+    nothing: it warns when its strength is the user's own setting (`configured`), which later stages would use, and
+    is only reported when it is recipe's default strength."""
     p = min(max(dumb_error, 1 / max(n_val, 1)), 1 - 1e-6)    # a perfect dumb score on a small val split is noisy too
     margin = max(UNDERFIT_MARGIN, math.sqrt(p * (1 - p) / n_val) if n_val else 0.0)
     underfit = {v.name: round(1 - v.train_mean, 4) for v in variants[1:]
                 if v.name in rungs and 1 - v.train_mean > dumb_error + margin}
     worse = [v.name for v in variants[1:] if v.name in rungs and beats(ref, v)]
     chosen_error = 1 - chosen.train_mean
+    blamed = [r for r in chosen_rungs if r in NAMES]       # larger_model, train_longer add fit: never to blame
     ev = {"best_dumb_val_error": round(dumb_error, 4), "margin": round(margin, 4), "train_error_of_underfitting_rungs": underfit,
           "val_worse_rungs": worse, "chosen": list(chosen_rungs) or "reference", "chosen_train_error": round(chosen_error, 4)}
-    names = {"weight_decay": "weight decay", "dropout": "dropout", "augment": "augmentation",
-             "smaller_model": "the smaller model", "smaller_batch": "the smaller batch", "early_stopping": "early stopping"}
-    if chosen_rungs and chosen_error > dumb_error + margin:
-        which = " + ".join(names.get(k, k) for k in chosen_rungs) or chosen.name
+    names = NAMES
+    if blamed and chosen_error > dumb_error + margin:
+        which = " + ".join(names[k] for k in blamed)
+        advice = "; ".join(weaken(k, chosen_cfg) for k in blamed)
         return C.make("regularize.too-strong", "fail", f"too strong: the chosen {which} leaves train error "
                       f"{chosen_error:.3f}, worse than the best dumb baseline on val ({dumb_error:.3f}, margin "
                       f"{margin:.3f})", ev,
-                      f"Weaken {which} (a smaller value in the config): the model no longer fits the train set.")
+                      f"Weaken {which}: {advice}. The model no longer fits the train set.")
     unchosen = ", ".join(f"{k} (train error {v:.3f})" for k, v in underfit.items())
     mine = [k for k in underfit if k in configured]
     if mine:
