@@ -104,7 +104,7 @@ _SPECS = [
     _spec("ensemble.test", "ensemble", "final test score, computed once", "dev-test:sealed recipe:6"),
     _spec("health.non-finite", "any", "NaN/inf loss or gradient (stop at once, name step and layer)", "37:37"),
     _spec("health.exploding", "any", "gradient norm or loss blowing up", "37:35 autotrainer", loss_factor=10.0,
-          grad_norm=1e3),
+          grad_norm=1e3, window=10),
     _spec("health.vanishing", "any", "first-layer gradient tiny next to last-layer gradient", "37:35 autotrainer",
           ratio=1e-3),
     _spec("health.dead-units", "any", "most ReLU units never active", "37:35 autotrainer deepdiagnosis", fraction=0.7),
