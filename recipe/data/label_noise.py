@@ -21,13 +21,13 @@ def _skip(title: str):
 
 
 def check_label_noise(ds, th, seed: int, probe_data) -> tuple[C.Check, np.ndarray]:
-    """`probe_data` is (normalized train rows, labels, their train positions), as inspect samples them."""
+    """`probe_data()` gives (normalized train rows, labels, their train positions), as inspect samples them."""
     if ds.task != "classification":
         return _skip("regression: label noise is judged by data.outliers")
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    x, y, idx = probe_data
+    x, y, idx = probe_data()
     k = ds.num_classes
     folds = min(5, int(np.bincount(y, minlength=k).min()))
     if folds < 2 or len(y) > len(ds.train.y):

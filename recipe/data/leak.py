@@ -99,7 +99,7 @@ def check_leak(ds, th, hashes, splits: dict[str, Any]) -> C.Check:
     discrete = bool(levels) and max(levels) <= DISCRETE_LEVELS and bits <= math.log2(max(len(x), 2)) + 4
     # distinct samples demonstrably share inputs when train repeats inputs with other targets at least as often
     # as it repeats whole rows (a copied row repeats both)
-    natural = discrete or (repeat_x - repeat_xy) >= repeat_xy
+    natural = discrete or (repeat_x > 0 and repeat_x - repeat_xy >= repeat_xy)
     margin = 3 * math.sqrt(max(repeat_xy * (1 - repeat_xy), 1e-12) / n_b) + 1 / n_b   # binomial noise, 3 sd
     explained = natural and worst_exact <= repeat_xy + margin
     everything = np.concatenate([hxy[s] for s in splits])

@@ -483,7 +483,7 @@ def check_label_noise(ds, th, seed: int) -> tuple[C.Check, np.ndarray]:
     """Label errors vs a hard problem: recipe/data/label_noise.py."""
     from recipe.data.label_noise import check_label_noise as judge
 
-    return judge(ds, th, seed, _probe_data(ds, th))
+    return judge(ds, th, seed, lambda: _probe_data(ds, th))
 
 
 def check_images(ds) -> C.Check:
