@@ -36,11 +36,7 @@ def flush_losses(pending: list[torch.Tensor], first_step: int, active: list, par
             continue
         if h.on_flush is not None:
             h.on_flush(first_step + len(col) - 1, float(col.mean()))
-        if h.first_loss is None:
-            h.first_loss = float(col[0])
-        i = int(col.argmax())
-        if float(col[i]) > h.max_loss:
-            h.max_loss, h.max_loss_step = float(col[i]), first_step + i
+        h.observe_losses(col, first_step)      # raw and smoothed extremes, as Health.flush records them
     return bad
 
 

@@ -96,32 +96,11 @@ def check_duplicates(ds, th, hashes) -> C.Check:
     return C.make("data.duplicates", "pass", f"{repeats} repeated rows in train", ev)
 
 
-def _member(values: np.ndarray, ordered: np.ndarray) -> np.ndarray:
-    """np.isin against an already sorted array: one binary search per value, no re-sort per pair."""
-    if not len(ordered):
-        return np.zeros(len(values), bool)
-    pos = np.minimum(np.searchsorted(ordered, values), len(ordered) - 1)
-    return ordered[pos] == values
-
-
 def check_leak(ds, th, hashes) -> C.Check:
-    ev: dict[str, Any] = {"max_fraction": th["max_fraction"]}
-    worst, msgs = 0.0, []
-    ordered = {s: hashes[f"{s}_sorted"] for s in ("train", "val")}
-    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
-        shared = _member(hashes[b], ordered[a])
-        n = int(shared.sum())
-        frac = n / max(len(hashes[b]), 1)
-        ev[f"{b}_in_{a}"] = n
-        if n:
-            sp_b = _splits(ds)[b]
-            ev[f"{b}_in_{a}_rows"] = _rows(sp_b, shared)
-            msgs.append(f"{n} {b} rows ({frac:.1%}) also in {a}")
-        worst = max(worst, frac)
-    if worst > th["max_fraction"]:
-        return C.make("data.leak", "fail", "identical samples across splits: " + "; ".join(msgs), ev,
-                      "Deduplicate before splitting (or split by group) so val/test measure generalization.")
-    return C.make("data.leak", "pass", "no sample appears in two splits", ev)
+    """Copies across splits vs equal inputs with other targets vs coincidences: recipe/data/leak.py."""
+    from recipe.data.leak import check_leak as judge
+
+    return judge(ds, th, hashes, _splits(ds))
 
 
 def check_label_conflict(ds, th, hashes) -> C.Check:
@@ -501,51 +480,10 @@ def check_signal(ds, th, seed: int) -> C.Check:
 
 
 def check_label_noise(ds, th, seed: int) -> tuple[C.Check, np.ndarray]:
-    """Confident learning (Northcutt et al.) on out-of-fold probabilities of a linear probe."""
-    if ds.task != "classification":
-        return C.make("data.label-noise", "skip", "regression: label noise is judged by data.outliers"), np.array([], int)
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    """Label errors vs a hard problem: recipe/data/label_noise.py."""
+    from recipe.data.label_noise import check_label_noise as judge
 
-    x, y, idx = _probe_data(ds, th)
-    k = ds.num_classes
-    folds = min(5, int(np.bincount(y, minlength=k).min()))
-    if folds < 2 or len(y) > len(ds.train.y):
-        return C.make("data.label-noise", "skip", "a class has fewer than 2 train samples"), np.array([], int)
-    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    probs = np.zeros((len(y), k))
-    got = cross_val_predict(LogisticRegression(max_iter=100, tol=1e-3), x, y, cv=cv, method="predict_proba")
-    probs[:, :got.shape[1]] = got
-    thresholds = np.array([probs[y == j, j].mean() if (y == j).any() else 1.0 for j in range(k)])
-    above = probs >= thresholds[None, :]
-    # confident joint: each sample goes to the most likely class among those above their threshold
-    masked = np.where(above, probs, -1.0)
-    guess = masked.argmax(1)
-    confident = above.any(1)
-    off = confident & (guess != y)
-    n_off = int(off.sum())
-    rate = n_off / max(len(y), 1)
-    order = np.flatnonzero(off)[np.argsort(probs[off, y[off]])]   # lowest self-confidence first
-    suspects = idx[order[:20]]                                        # positions in train, sampled or not
-    probe_acc = float((probs.argmax(1) == y).mean())
-    ev = {"estimated_noise_rate": round(rate, 4), "suspects": n_off, "max_noise_rate": th["max_noise_rate"],
-          "probe_accuracy": round(probe_acc, 4), "rows_used": len(y), "sampled": len(y) < len(ds.train.y),
-          "train_rows": len(ds.train.y),
-          "probe": "logistic regression, out-of-fold", "folds": folds,
-          "most_suspicious_rows": [int(ds.train.rows[i]) for i in suspects[:10]],
-          "given_vs_likely": [f"{ds.classes[y[i]]}->{ds.classes[guess[i]]}" for i in order[:EXAMPLES]]}
-    if rate > th["max_noise_rate"] and probe_acc < th["min_probe_accuracy"]:
-        # a weak probe spreads its probability over many classes: noise and a hard problem look alike
-        return C.make("data.label-noise", "warn", f"about {rate:.1%} of train labels look wrong, but the probe is weak "
-                      f"(accuracy {probe_acc:.2f}) so noise cannot be told from a hard problem", ev,
-                      "Review the listed rows; if they are right, the task is hard for a linear model, not mislabeled."), suspects
-    if rate > th["max_noise_rate"]:
-        return C.make("data.label-noise", "fail", f"about {rate:.1%} of train labels look wrong", ev,
-                      "Review the most suspicious rows and relabel; noisy labels cap accuracy and mislead tuning."), suspects
-    if rate > th["max_noise_rate"] / 2:
-        return C.make("data.label-noise", "warn", f"about {rate:.1%} of train labels look wrong", ev,
-                      "Review the listed rows (label_noise_suspects.png)."), suspects
-    return C.make("data.label-noise", "pass", f"estimated label noise {rate:.1%} ({n_off} suspects listed)", ev), suspects
+    return judge(ds, th, seed, lambda: _probe_data(ds, th))
 
 
 def check_images(ds) -> C.Check:
