@@ -243,3 +243,13 @@ def test_no_stage_before_ensemble_opens_or_feeds_test(tmp_path, monkeypatch):
     assert opened == ["ensemble"]                        # once, by ensemble only
     assert fed == {"ensemble"}                           # the probe works, and no earlier model saw a test row
     assert record(runs, "sealed", "ensemble")["test_looks"] == 1
+
+
+def test_a_class_never_predicted_shows_zero_not_null():
+    """issue 17 item 10: precision and F1 of a class the model never predicts are 0; only a class with no test
+    rows has an undefined recall."""
+    cm = np.array([[5, 0, 0], [3, 0, 0], [0, 0, 0]])      # class 1 is never predicted; class 2 has no rows
+    rows = {p["class"]: p for p in S.per_class(cm, ["a", "b", "c"])}
+    assert rows["b"]["precision"] == 0.0 and rows["b"]["recall"] == 0.0 and rows["b"]["f1"] == 0.0
+    assert rows["a"]["precision"] == 0.625 and rows["a"]["recall"] == 1.0
+    assert rows["c"]["support"] == 0 and rows["c"]["recall"] is None and rows["c"]["f1"] is None
