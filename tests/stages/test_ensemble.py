@@ -253,3 +253,28 @@ def test_a_class_never_predicted_shows_zero_not_null():
     assert rows["b"]["precision"] == 0.0 and rows["b"]["recall"] == 0.0 and rows["b"]["f1"] == 0.0
     assert rows["a"]["precision"] == 0.625 and rows["a"]["recall"] == 1.0
     assert rows["c"]["support"] == 0 and rows["c"]["recall"] is None and rows["c"]["f1"] is None
+
+
+def test_the_gain_names_the_metric_it_was_judged_on():
+    """issue 17 item 2: an accuracy tie beside a verdict made on log-loss says so (check title and summary)."""
+    from recipe.stages.ensemble_gain import judged_text
+
+    torch.manual_seed(1)
+    y = torch.randint(0, 3, (600,))
+    signal = 1.5 * torch.nn.functional.one_hot(y, 3)
+    members = [_member(f"m{i}", signal + torch.randn(600, 3) * 1.5, y) for i in range(5)]
+    w = np.full(5, 0.2)
+    c = S.check_gain(members, {}, w, S.combine([m.val_out for m in members], w, "classification"), y,
+                     "classification", 3, "average", 0)
+    assert c.status == "pass" and c.evidence["judged_on"] in ("log-loss", "accuracy")
+    text = judged_text(c)
+    assert text.startswith(f"gain judged on {c.evidence['judged_on']}: ")
+    if c.evidence["judged_on"] == "log-loss":
+        assert f"reduced by {c.evidence['loss_gain']['mean']:+.4f}/row" in text and "log-loss" in c.title
+    # a failure names both numbers it tried
+    same = [_member("a", members[0].val_out, y), _member("b", members[0].val_out + 1e-3 * torch.randn(600, 3), y)]
+    c = S.check_gain(same, {}, np.array([0.5, 0.5]), S.combine([m.val_out for m in same], [0.5, 0.5],
+                     "classification"), y, "classification", 3, "average", 0)
+    assert c.status == "fail" and c.evidence["judged_on"] == "log-loss and accuracy"
+    assert judged_text(c).startswith("gain judged on log-loss and accuracy: log-loss reduced by ")
+    assert "; accuracy " in judged_text(c)

@@ -54,6 +54,7 @@ def test_a_severity_override_reuses_the_recorded_look_without_force(looked):
     assert "recorded result of look 1" in t["title"] and "test not opened again" in t["title"]
     assert t["evidence"]["reused_look"]["look"] == 0 and t["evidence"]["looks_before"] == 0
     assert "reused: same models, no new look" in rec["summary"]
+    assert "gain judged on log-loss and accuracy" in rec["summary"]     # the metric the verdict used
     assert (d / "confusion.png").read_bytes() == figure and "confusion.png" in rec["artifacts"]
     looks = _looks(runs)
     assert [k["status"] for k in looks] == ["scored"] and len(looks[0]["reused_at"]) == 1
