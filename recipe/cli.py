@@ -420,6 +420,7 @@ def report(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = 
 def main() -> None:
     """Console entry point. Interrupts that land outside a command (while parsing arguments, importing)
     still end with exit 130, and SIGTERM is treated like Ctrl-C from the first moment."""
+    interrupts.own()
     interrupts.arm()
     threads.configure_env()    # before torch is imported: waiting OpenMP threads sleep instead of spinning
     try:

@@ -282,8 +282,11 @@ def _locked(stage, module, cfg, ws, options, console, problems, config_now) -> t
         start = time.perf_counter()
         record["device"] = ctx.options.device       # the resolved device is recorded when the stage used one
         record["versions"] = _versions()
+        interrupts.begin()
         try:
             result: StageResult = module.run(cfg, ctx)
+            if interrupts.swallowed():     # raised inside a destructor or a library's except: still a Ctrl-C
+                raise KeyboardInterrupt
         except KeyboardInterrupt:
             record.update(status="interrupted", finished=now(), seconds=round(time.perf_counter() - start, 3),
                           artifacts=ctx.artifacts.files)
