@@ -210,16 +210,21 @@ def _final(ws: Workspace, state: str) -> str:
     try:
         art = json.loads(path.read_text())
     except (OSError, ValueError):
-        return ('<section class="card" id="final"><h2>Final test result</h2><p class="meta">not available: the '
-                "sealed test split is evaluated by <code>recipe ensemble</code>, which has not run.</p></section>")
+        rec = ws.read_record("ensemble") or {}
+        skipped = [c for c in rec.get("checks") or [] if c.get("id") == "ensemble.test" and c.get("status") == "skip"]
+        why = (f"the ensemble stage did not open the sealed test split: {_e(skipped[0].get('title'))}. "
+               f"{_e(skipped[0].get('advice'))}" if skipped else "the sealed test split is evaluated by "
+               "<code>recipe ensemble</code>, which has not run.")
+        return f'<section class="card" id="final"><h2>Final test result</h2><p class="meta">not available: {why}</p></section>'
+
     detail = art.get("test_detail") or {}
     metric = art.get("test_metric") or detail.get("metric", "score")
     lo, hi = art.get("test_ci95") or [math.nan, math.nan]
     final = art.get("final", "ensemble").replace("_", " ")
     rows = [("ensemble val", art.get("val")), ("best single member", f"{art.get('best_member')} "
             f"(val {_fmt(art.get('best_single_val'))}, test {_fmt(art.get('best_single_test'))})")]
-    if detail.get("ensemble_score") is not None:
-        rows.append(("ensemble test", detail["ensemble_score"]))
+    if detail.get("ensemble_score") is not None:     # only where it did not ship: never shown as the result
+        rows.append(("ensemble test (not shipped)", detail["ensemble_score"]))
     st = art.get("student")
     if st:
         rows.append(("distilled student", f"val {_fmt(st.get('val'))}, test {_fmt(st.get('test'))}, "
@@ -244,9 +249,16 @@ def _final(ws: Workspace, state: str) -> str:
         stale = (f'<p class="reasons">the ensemble record is {_e(state)}: these numbers may not describe the '
                  "current config and data; rerun <code>recipe ensemble --force</code></p>")
     rows.insert(0, ("final model (what recipe predict applies)", final))
+    # members are what the ensemble averages (weight > 0); a candidate the selection gave no weight is not one
     members = "".join(f'<tr><td>{_e(m.get("name"))}</td><td>{_e(m.get("source"))}</td>'
                       f'<td class="num">{_fmt(m.get("weight"))}</td><td class="num">{_fmt(m.get("val"))}</td></tr>'
-                      for m in art.get("candidates") or art.get("members") or [])
+                      for m in art.get("members") or [] if (m.get("weight") or 0) > 0)
+    unused = [f"{c.get('name')} (val {_fmt(c.get('val'))})" for c in art.get("candidates") or []
+              if not (c.get("weight") or 0) > 0]
+    unused_line = (f'<p class="meta">candidates given no weight (not members): {_e(", ".join(unused))}</p>'
+                   if unused else "")
+    figures = ("Confusion matrix and reliability diagram" if detail.get("per_class") is not None
+               else "Predicted against true values")
     per_class = ""
     if detail.get("per_class"):
         per_class = ("<h3>Per class (test)</h3><table><thead><tr><th>class</th><th class=num>precision</th>"
@@ -263,7 +275,7 @@ def _final(ws: Workspace, state: str) -> str:
             f'<h3>Members (selection on val: {_e(art.get("method"))})</h3><table><thead><tr><th>member</th>'
             f'<th>source</th><th class="num">weight</th><th class="num">val {_e(metric)}</th></tr></thead>'
             f'<tbody>{members}'
-            f"</tbody></table>{per_class}<p class=\"meta\">Confusion matrix and reliability diagram: see "
+            f"</tbody></table>{unused_line}{per_class}<p class=\"meta\">{figures}: see "
             '<a href="#stage-ensemble">6. ensemble</a>.</p></section>')
 
 

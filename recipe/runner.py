@@ -62,7 +62,28 @@ def execute(stage: str, cfg, options: Options, console) -> tuple[dict, int]:
     config_now = cfg.model_dump(mode="json")
     problems = gate(ws, stage, config_now)
     if problems and not options.force:
-        raise GateError([p.message for p in problems] + [f"run '{problems[0].command}' (or pass --force)"])
+        force = " (or pass --force)" if all(p.forceable for p in problems) else ""
+        raise GateError([p.message for p in problems] + [f"run '{problems[0].command}'{force}"])
+    created = [d for d in (options.runs, ws.dir) if not d.exists()]
+    try:
+        return _locked(stage, module, cfg, ws, options, console, problems, config_now)
+    except BaseException:
+        _remove_if_empty(created)     # a config whose data cannot load leaves no empty runs/<name>/ behind
+        raise
+
+
+def _remove_if_empty(created: list[Path]) -> None:
+    """Folders this run created, removed again when they hold nothing but the lock file."""
+    for d in reversed(created):
+        try:
+            if {c.name for c in d.iterdir()} <= {".lock"}:
+                (d / ".lock").unlink(missing_ok=True)
+                d.rmdir()
+        except OSError:
+            pass        # something else is in it, or it is gone already: leave it
+
+
+def _locked(stage, module, cfg, ws, options, console, problems, config_now) -> tuple[dict, int]:
     shared = getattr(module, "SHARED_LOCK", False)
     with ws.lock(shared=shared):
         ctx = Context(stage, cfg, ws, options, console)

@@ -231,6 +231,8 @@ class Problem:
     stage: str          # the upstream stage at fault
     kind: str           # missing | failed | interrupted | stale
     message: str
+    forceable: bool = True   # False where --force cannot help: no record, a run still going, artifacts never written
+
 
     @property
     def command(self) -> str:
@@ -332,7 +334,11 @@ def gate(ws: Workspace, stage: str, config_now: dict, fingerprint_now: Optional[
             msg = f"{up} was interrupted before it finished: rerun 'recipe {up}'"
         else:
             msg = f"{up} is stale: {'; '.join(reasons)}: rerun 'recipe {up}'"
-        problems.append(Problem(up, state, msg))
+        rec = ws.read_record(up) or {}
+        # --force proceeds on the upstream artifacts as they are: only a stale record, or one that failed on its
+        # checks (not on an error), still has them; a missing, running or interrupted stage has none to build on
+        forceable = state == "stale" or (state == "failed" and not rec.get("error") and bool(rec.get("artifacts")))
+        problems.append(Problem(up, state, msg, forceable))
     return problems
 
 

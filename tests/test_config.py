@@ -87,3 +87,40 @@ def test_a_misspelt_choice_gets_a_did_you_mean(tmp_path):
             "did you mean 'adam'?") in e.value.messages
     assert "data.normalize: must be one of standard, minmax, none (got 'standart'); did you mean 'standard'?" \
         in e.value.messages
+
+
+def test_split_leaving_exactly_ten_percent_is_accepted(tmp_path):
+    """issue 17 item 10: 0.75 + 0.15 is 0.9000000000000001 in floating point, and still leaves 10% for train."""
+    p = write_config(tmp_path, "name: t\ndata: {{source: builtin:iris, split: {{val: 0.75, test: 0.15}}}}\n")
+    cfg = load(p)
+    assert (cfg.data.split.val, cfg.data.split.test) == (0.75, 0.15)
+    with pytest.raises(ConfigError) as e:
+        load(p, ["data.split.val=0.76"])
+    assert "data.split" in "\n".join(e.value.messages) and "at least 10% for train" in "\n".join(e.value.messages)
+
+
+def test_a_config_that_fails_leaves_no_empty_run_folder(tmp_path):
+    """issue 17 item 10: neither a schema error nor a data key that names no column leaves runs/<name>/."""
+    runs = tmp_path / "runs"
+    bad = write_config(tmp_path, "name: t\ndata: {{source: builtin:iris}}\ntrain: {{lr: -1}}\n")
+    assert invoke("inspect", bad, "--runs", runs).exit_code == 2 and not runs.exists()
+    (tmp_path / "d.csv").write_text("a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))
+    bad = write_config(tmp_path, "name: t\ndata: {{source: d.csv, target: nope}}\n")
+    r = invoke("inspect", bad, "--runs", runs)
+    assert r.exit_code == 2 and "target column 'nope' not found" in r.stderr
+    assert not (runs / "t").exists() and not runs.exists()
+    # a folder that already held something is left alone
+    (runs / "t" / "inspect").mkdir(parents=True)
+    assert invoke("inspect", bad, "--runs", runs).exit_code == 2 and (runs / "t" / "inspect").is_dir()
+
+
+def test_force_is_offered_only_where_it_can_work(tmp_path):
+    """issue 17 item 10: a missing upstream stage has no artifacts to build on, so --force is not offered."""
+    runs = tmp_path / "runs"
+    cfg = write_config(tmp_path, "name: t\nseed: 0\ndata: {{source: builtin:iris}}\nmodel: {{kind: mlp, hidden: [8]}}\n"
+                                 "train: {{epochs: 3}}\n")
+    r = invoke("baseline", cfg, "--runs", runs)
+    assert r.exit_code == 3 and "inspect has not run" in r.stderr and "--force" not in r.stderr
+    assert invoke("inspect", cfg, "--runs", runs, "-q").exit_code == 0
+    r = invoke("baseline", cfg, "--runs", runs, "-o", "data.split.val=0.2")     # inspect is stale: --force works
+    assert r.exit_code == 3 and "inspect is stale" in r.stderr and "(or pass --force)" in r.stderr

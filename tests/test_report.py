@@ -137,3 +137,34 @@ def test_report_in_headless_chromium(done, tmp_path):
         for c in record(runs, "iris", stage)["checks"]:
             assert c["id"] in text, c["id"]
     assert "Final test result" in text and "95% bootstrap interval" in text
+
+
+def test_final_section_shows_members_unshipped_scores_and_figures_honestly(tmp_path):
+    """issue 17 item 10: no confusion matrix for regression, weight-0 candidates are not members, the unshipped
+    ensemble's test score is labelled as such, and a stage that kept test sealed says why."""
+    from recipe.report import _final
+    from recipe.workspace import Workspace
+
+    ws = Workspace(tmp_path, "x")
+    d = ws.stage_dir("ensemble")
+    d.mkdir(parents=True)
+    art = {"final": "best_single", "method": "greedy", "val": 0.5, "best_member": "trial 1", "test": 0.61,
+           "test_ci95": [0.5, 0.7], "test_metric": "R²", "best_single_val": 0.5, "best_single_test": 0.61,
+           "members": [{"name": "trial 1", "source": "tune", "weight": 1.0, "val": 0.5}],
+           "candidates": [{"name": "trial 1", "source": "tune", "weight": 1.0, "val": 0.5},
+                          {"name": "trial 7", "source": "tune", "weight": 0.0, "val": 0.4}],
+           "test_detail": {"metric": "R²", "rows": 40, "rmse": 1.5, "ensemble_score": 0.64}}
+    (d / "ensemble.json").write_text(json.dumps(art))
+    page = _final(ws, "passed")
+    assert "Confusion" not in page and "Predicted against true values" in page
+    members = page.split("<tbody>")[1].split("</tbody>")[0]
+    assert "trial 1" in members and "trial 7" not in members
+    assert "candidates given no weight (not members): trial 7 (val 0.4)" in page
+    assert "<dt>ensemble test (not shipped)</dt><dd>0.64</dd>" in page and "<dt>ensemble test</dt>" not in page
+    (d / "ensemble.json").unlink()
+    ws.write_record("ensemble", {"stage": "ensemble", "status": "failed", "checks": [
+        {"id": "ensemble.test", "status": "skip", "title": "test split not opened: ensemble.gain failed on val",
+         "advice": "cap it"}]})
+    page = _final(ws, "failed")
+    assert "did not open the sealed test split: test split not opened: ensemble.gain failed on val" in page
+    assert "which has not run" not in page

@@ -299,12 +299,17 @@ def _encode_target(tables: dict[str, Table], task: Optional[str]) -> tuple[str, 
                 raise DataError(f"{tables[s].origin}: target '{tables[s].target_name}' is not numeric; "
                                 "set task: classification") from None
         return task, out, None
+    by_file: dict[str, list[tuple[str, np.ndarray]]] = {}    # one file may hold every split: count over all of it
     for s, y in ys.items():
         miss = _is_missing(y) if y.dtype == object or np.issubdtype(y.dtype, np.floating) else np.zeros(len(y), bool)
         if miss.any():
-            rows = np.flatnonzero(miss)[:5].tolist()
-            raise DataError(f"{tables[s].origin}: target column '{tables[s].target_name}' has {int(miss.sum())} "
-                            f"missing labels ({s} rows {rows}); drop those rows")
+            by_file.setdefault(str(tables[s].origin), []).append((s, np.flatnonzero(miss)))
+    for origin, found in by_file.items():
+        total = sum(len(rows) for _, rows in found)
+        where = ", ".join(f"{len(rows)} in {s} (rows {rows[:5].tolist()})" for s, rows in found)
+        s = found[0][0]
+        raise DataError(f"{origin}: target column '{tables[s].target_name}' has {total} missing labels ({where}); "
+                        "drop those rows")
     if train_y.dtype != object and all(y.dtype != object for y in ys.values()):
         return task, *_class_ids(tables, ys)
     as_key = (lambda y: np.array([str(v) for v in y], dtype=object)) if train_y.dtype == object else (lambda y: y)

@@ -19,7 +19,9 @@ from torch import nn
 from recipe import checks as C
 from recipe.errors import RecipeError
 from recipe.stage import StageResult
+from recipe.stages import ensemble_look as L
 from recipe.stages import sealed_test as T
+from recipe.stages.ensemble_gain import check_gain, disagreement, judged_text  # noqa: F401 (public names)
 from recipe.stages.distill import TEMPERATURE, check_student, distill  # noqa: F401 (TEMPERATURE: public name)
 from recipe.stages.sealed_test import calibration, check_test, evaluate_test, per_class  # noqa: F401 (public names)
 
@@ -240,74 +242,6 @@ def bootstrap_score(out: torch.Tensor, y: torch.Tensor, task: str, seed: int) ->
     return float(lo), float(hi)
 
 
-def disagreement(outputs: list[torch.Tensor], task: str) -> float:
-    """Mean pairwise share of val rows where two members predict differently (classification) or the mean
-    absolute difference of their predictions (regression, standardized units)."""
-    if len(outputs) < 2:
-        return 0.0
-    vals = []
-    for i in range(len(outputs)):
-        for j in range(i + 1, len(outputs)):
-            if task == "classification":
-                vals.append(float((outputs[i].argmax(1) != outputs[j].argmax(1)).float().mean()))
-            else:
-                vals.append(float((outputs[i].reshape(-1) - outputs[j].reshape(-1)).abs().mean()))
-    return float(np.mean(vals))
-
-
-def check_gain(members: list[Member], same: dict[str, str], weights: np.ndarray, ens_out: torch.Tensor,
-               y: torch.Tensor, task: str, num_classes: int, method: str, seed: int) -> C.Check:
-    """ensemble.gain: the ensemble must beat the best single member on val beyond bootstrap noise."""
-    best = max(members, key=lambda m: (m.val, -m.val_loss))
-    ens = _score(ens_out, y, task, num_classes)
-    used = [f"{m.name} ×{w:.2f}" for m, w in zip(members, weights) if w > 0]
-    spread = disagreement([m.val_out for m in members], task)
-    ev: dict[str, Any] = {
-        "ensemble_val": round(ens["score"], 4), "best_member": best.name, "best_member_val": round(best.val, 4),
-        "gain": round(ens["score"] - best.val, 4), "method": method, "weights": used,
-        "members": {m.name: round(m.val, 4) for m in members}, "distinct_members": len(members),
-        "disagreement": round(spread, 4),
-    }
-    if same:
-        ev["same_model"] = same
-    # paired bootstrap over val rows: the ensemble and the best member are scored on the same rows
-    loss_delta = row_loss(best.val_out, y, task) - row_loss(ens_out, y, task)    # > 0: ensemble better
-    lmean, llo, lhi = paired_bootstrap(loss_delta, seed)
-    lbound = _lower(loss_delta, seed)
-    ev["loss_gain"] = {"mean": round(lmean, 5), "ci95": [round(llo, 5), round(lhi, 5)],
-                       "lower_bound_95": round(lbound, 5),
-                       "unit": "nll per row" if task == "classification" else "squared error per row (std units)"}
-    beyond = lbound > 0
-    why = f"its {'log-loss' if task == 'classification' else 'squared error'} is lower by {lmean:.4f} " \
-          f"(one-sided 95% bound {lbound:.4f} > 0)"
-    if task == "classification":
-        acc_delta = row_correct(ens_out, y) - row_correct(best.val_out, y)
-        amean, alo, ahi = paired_bootstrap(acc_delta, seed + 1)
-        abound = _lower(acc_delta, seed + 1)
-        ev["accuracy_gain"] = {"mean": round(amean, 4), "ci95": [round(alo, 4), round(ahi, 4)],
-                               "lower_bound_95": round(abound, 4)}
-        if abound > 0:
-            beyond, why = True, f"its accuracy is higher by {amean:.4f} (one-sided 95% bound {abound:.4f} > 0)"
-        if ens["score"] < best.val:        # never trade the task metric for a lower loss
-            beyond = False
-    ev["note"] = "selected and measured on val: the gain is optimistic; the test numbers are not"
-    if len(members) == 1 or (task == "classification" and spread == 0.0 and not beyond):
-        n = len(members) + len(same)
-        return C.make("ensemble.gain", "fail", f"no diversity: the {n} members are the same model "
-                      f"(identical val predictions), so the ensemble cannot beat {best.name}", ev,
-                      "Ship the single best model, or make members differ: more tuned trials (tune.trials), "
-                      "seed re-trains (ensemble.seeds) or a longer run (ensemble.long_epochs).")
-    if sum(1 for w in weights if w > 0) == 1:
-        return C.make("ensemble.gain", "fail", f"the {method} selection kept {best.name} alone: no ensemble beats "
-                      f"the best member on val", ev,
-                      "Ship the single best model; an ensemble here only costs inference time.")
-    if not beyond:
-        return C.make("ensemble.gain", "fail", f"the ensemble (val {ens['score']:.4f}) does not beat the best member "
-                      f"{best.name} (val {best.val:.4f}) beyond bootstrap noise", ev,
-                      "Ship the single best model, or add diverse members (ensemble.seeds, more tune.trials).")
-    return C.make("ensemble.gain", "pass", f"ensemble of {len(used)} beats {best.name} on val beyond noise: {why}", ev)
-
-
 # ----------------------------------------------------------------------------- costs
 
 
@@ -382,32 +316,26 @@ def run(cfg, ctx) -> StageResult:
         if student is not None:
             cost["student"] = inference_cost([student], va.x, precision)
             student_info["cost"] = cost["student"]
-        # ---- the one look at the test split: every choice above was made on val. The look is on disk
-        # (fsynced) before the rows are handed out, so a kill from here on still leaves it recorded
-        test, look_index, looks_before = T.open_test(ctx, ds)
-        tx = torch.from_numpy(np.ascontiguousarray(ds.normalize(test.x))).to(ctx.device)
-        ty = torch.from_numpy(np.ascontiguousarray(ds.target(test.y))).to(ctx.device)
-        test_outs = [E.predict(m.model, tx, precision=precision) for m, _ in used]
-        ens_test_out = combine(test_outs, [w for _, w in used], task)
-        single_out = E.predict(best.model, tx, precision=precision)
-        others = {"best_single": single_out}
-        if final == "student":
-            others["ensemble"] = ens_test_out
-            student_out = E.predict(student, tx, precision=precision)
-            final_out = torch.log_softmax(student_out, 1) if task == "classification" else student_out
-        elif final == "best_single":
-            others["ensemble"] = ens_test_out
-            final_out = torch.log_softmax(single_out, 1) if task == "classification" else single_out
-        else:
-            final_out = ens_test_out
-        if student is not None and final != "student":
-            student_out = E.predict(student, tx, precision=precision)
-            others["student"] = torch.log_softmax(student_out, 1) if task == "classification" else student_out
-        result = T.evaluate_test(cfg, ctx, ds, final_out, ty, others)
+        # ---- everything that can fail is decided on val: a check that fails (after the config's severity caps)
+        # stops the stage here, before the test split is opened
+        failed = L.val_failures(checks, cfg.checks)
+        if failed:
+            looks = len(T.read_looks(T.ledger_path(ctx)))
+            checks.append(L.not_opened(failed, looks))
+            summary = (f"{_val_line(len(used), method, task, ens_val['score'], best.val, checks[0])}; "
+                       f"would ship: {final}; test split not opened ({', '.join(c.id for c in failed)} failed on val)")
+            return StageResult(checks, metrics={"val": ens_val["score"], "best_single_val": best.val, "final": final,
+                                                "final_reason": why, "test_opened": False},
+                               summary=summary, extra={"test_looks": looks, "second_look": False,
+                                                       "health": _health(gathered, student_info)})
+        # ---- the one look at the test split: every choice above was made on val. A new look is on disk
+        # (fsynced) before the rows are handed out; a rerun that rebuilt the same models reuses the recorded one
+        look = L.take(cfg, ctx, ds, final, used, best, student)
+        result, looks_before = look.result, look.before
         if student is not None:
             student_info["test"] = result["score"] if final == "student" else result["others"]["student"]
         final_val = {"student": (student_info or {}).get("val"), "best_single": best.val}.get(final, ens_val["score"])
-        checks.append(T.check_test(result, final_val, final, looks_before, student_info))
+        checks.append(T.check_test(result, final_val, final, looks_before, student_info, look.reused))
         bar.update(steps)
     # ---- artifacts: the ensemble as a loadable thing (member checkpoints + weights), and what predict needs
     saved = []
@@ -441,12 +369,13 @@ def run(cfg, ctx) -> StageResult:
         "best_single_test": result["others"]["best_single"], "test_detail": test_json, "student": student_info,
         "inference_cost": cost, "data_fingerprint": ds.fingerprint,
     })
-    looks = T.finish_look(ctx, look_index, result["score"])
+    looks = L.finish(cfg, ctx, look)
     lo, hi = result["ci95"]
     metric = result["metric"]
-    summary = (f"ensemble of {len(saved)} ({method}) val {ens_val['score']:.4f} vs best single {best.val:.4f}; "
-               f"final model: {final}; test {metric} {result['score']:.4f} [{lo:.4f}, {hi:.4f}] "
-               f"(best single {result['others']['best_single']:.4f}); {why}")
+    reused = f" (recorded result of look {look.index + 1} reused: same models, no new look)" if look.reused else ""
+    summary = (f"{_val_line(len(saved), method, task, ens_val['score'], best.val, checks[0])}; "
+               f"final model: {final}; test {metric} of the {final.replace('_', ' ')} {result['score']:.4f} "
+               f"[{lo:.4f}, {hi:.4f}]{reused}; {why}")
     metrics = {"val": ens_val["score"], "best_single_val": best.val, "test": result["score"], "test_ci95": [lo, hi],
                "best_single_test": result["others"]["best_single"], "members": len(saved), "final": final,
                "final_reason": why,
@@ -456,11 +385,24 @@ def run(cfg, ctx) -> StageResult:
     if student_info:
         metrics["student"] = {"val": student_info["val"], "test": student_info["test"],
                               "temperature": student_info["temperature"]}
+    extra = {"test_looks": looks, "second_look": looks_before > 0, "health": _health(gathered, student_info)}
+    if look.reused:
+        extra["test_reused"] = look.reused
+    return StageResult(checks, metrics=metrics, summary=summary, extra=extra)
+
+
+def _health(gathered: list[Member], student_info: Optional[dict]) -> list:
+    """The worst status per health check over every run this stage trained (members, student)."""
     from recipe.engine.monitors import worst_per_check
 
     trained_here = [(m.name, m.health) for m in gathered if m.health]
     if student_info:
         trained_here.append(("student", student_info["health"]))
-    return StageResult(checks, metrics=metrics, summary=summary,
-                       extra={"test_looks": looks, "second_look": looks_before > 0,
-                              "health": worst_per_check(trained_here)})
+    return worst_per_check(trained_here)
+
+
+def _val_line(n: int, method: str, task: str, ens: float, best: float, gain: C.Check) -> str:
+    """The val half of the summary, naming the metric ensemble.gain was judged on (it may not be the score)."""
+    metric = "accuracy" if task == "classification" else "R²"
+    return (f"ensemble of {n} ({method}): val {metric} {ens:.4f} vs best single {best:.4f}, "
+            f"{judged_text(gain)}")

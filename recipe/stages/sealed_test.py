@@ -98,6 +98,12 @@ def check_before_stage(cfg, ctx) -> None:
         _durable_write(path, [_set_aside(path)])
         return
     if looks and not ctx.options.force:
+        from recipe.stages import test_reuse as R
+
+        now = R.inputs(cfg.model_dump(mode="json"), ctx.workspace)
+        scored = [k for k in looks if k.get("status") == "scored"]
+        if any(not R.changed(k.get("inputs"), now) for k in scored):
+            return      # the same inputs as a scored look: the stage reuses that result if it rebuilds the model
         last = looks[-1]
         if last.get("status") == "opened":
             what = (f"was opened on {last['at']} (pid {last.get('pid')}) by a run that ended before it recorded a "
@@ -106,7 +112,12 @@ def check_before_stage(cfg, ctx) -> None:
             what = f"was already evaluated on {last['at']} (test score {last['test_score']:.4f})"
         else:
             what = f"was already evaluated on {last['at']} ({last.get('note', 'score unknown')})"
-        raise GateError([f"the test split of '{cfg.name}' {what}; every further look leaks test into your choices",
+        why = ""
+        if scored:
+            why = (f"; its recorded result cannot be reused: {', '.join(R.changed(scored[-1].get('inputs'), now))} "
+                   "changed since that look")
+        raise GateError([f"the test split of '{cfg.name}' {what}{why}; every further look leaks test into your "
+                         "choices",
                          f"pass --force to look again (it is recorded in the record and {path})"])
 
 
@@ -126,11 +137,20 @@ def open_test(ctx, ds):
     return ds.open_test("ensemble.test"), index, before
 
 
-def finish_look(ctx, index: int, score: float) -> int:
-    """The look's score, once known; returns the number of looks on record."""
+def finish_look(ctx, index: int, score: float, **facts: Any) -> int:
+    """The look's score, once known, with what lets a rerun reuse it (test_reuse); returns the looks on record."""
     path = ledger_path(ctx)
     looks = read_looks(path)
-    looks[index] = {**looks[index], "status": "scored", "test_score": score, "scored_at": _now()}
+    looks[index] = {**looks[index], "status": "scored", "test_score": score, "scored_at": _now(), **facts}
+    _durable_write(path, looks)
+    return len(looks)
+
+
+def note_reuse(ctx, index: int) -> int:
+    """A rerun reported look `index` again without opening test: noted on that look, not counted as a look."""
+    path = ledger_path(ctx)
+    looks = read_looks(path)
+    looks[index] = {**looks[index], "reused_at": [*looks[index].get("reused_at", []), _now()]}
     _durable_write(path, looks)
     return len(looks)
 
@@ -155,9 +175,12 @@ def per_class(cm: np.ndarray, classes: list) -> list[dict[str, Any]]:
     out = []
     for k, name in enumerate(classes):
         tp, support, predicted = cm[k, k], cm[k].sum(), cm[:, k].sum()
-        precision = tp / predicted if predicted else math.nan
+        # a class never predicted has precision 0 (sklearn's zero_division=0), not "unknown": no prediction of
+        # it was right; recall stays undefined only for a class with no test rows
+        precision = tp / predicted if predicted else 0.0
         recall = tp / support if support else math.nan
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else math.nan
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else \
+            (0.0 if support else math.nan)
         out.append({"class": name, "precision": _r(precision), "recall": _r(recall), "f1": _r(f1),
                     "support": int(support)})
     return out
@@ -202,7 +225,7 @@ def evaluate_test(cfg, ctx, ds, final_out: torch.Tensor, ty: torch.Tensor, other
 
 
 def check_test(result: dict[str, Any], ens_val: float, final: str, looks_before: int,
-               student: Optional[dict]) -> C.Check:
+               student: Optional[dict], reused: Optional[dict] = None) -> C.Check:
     lo, hi = result["ci95"]
     metric = result["metric"]
     ev = {"final_model": final, "test_score": round(result["score"], 4), "ci95": [round(lo, 4), round(hi, 4)], "metric": metric,
@@ -217,6 +240,10 @@ def check_test(result: dict[str, Any], ens_val: float, final: str, looks_before:
         ev["student"] = {"val": round(student["val"], 4), "test": round(student["test"], 4),
                          "temperature": student.get("temperature")}
     look = "second look (forced, recorded)" if looks_before else "computed once"
+    if reused is not None:
+        ev["reused_look"] = reused
+        look = (f"recorded result of look {reused['look'] + 1} ({reused['at']}) reused: the same model on the same "
+                "rows, test not opened again")
     title = f"{final.replace('_', ' ')}: test {metric} {result['score']:.4f} (95% CI {lo:.4f}–{hi:.4f}), {look}"
     if ens_val > hi:
         return C.make("ensemble.test", "warn", title + f"; below val {ens_val:.4f}: val was overfit by selection", ev,

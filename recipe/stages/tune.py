@@ -28,6 +28,7 @@ from recipe.config import digest_json
 from recipe.errors import RecipeError
 from recipe.stage import StageResult
 from recipe.stages.tune_batch import batch_size
+from recipe.stages.tune_bounds import widen
 from recipe.stages.tune_storage import StudyLock, _public, open_storage   # noqa: F401  (tune.open_storage for callers)
 from recipe.stages.tune_workers import run_jobs   # noqa: F401  (worker processes; tune.run_jobs for callers)
 
@@ -630,25 +631,13 @@ def _spearman(xs: list[float], ys: list[float]) -> float:
     return float(rho) if math.isfinite(rho) else 0.0
 
 
-def _widen(key: str, p: dict, side: str) -> str:
-    if "choices" in p:
-        return f"add a choice {'after' if side == 'high' else 'before'} {p['choices'][-1 if side == 'high' else 0]!r}"
-    lo, hi = float(p["low"]), float(p["high"])
-    if p.get("log"):
-        span = math.sqrt(hi / lo)
-        new = hi * span if side == "high" else lo / span
-    else:
-        new = hi + (hi - lo) / 2 if side == "high" else lo - (hi - lo) / 2
-    return f"{'raise high' if side == 'high' else 'lower low'} of tune.space.{key} to about {new:.3g}"
-
-
 def check_boundary(complete, space, th) -> C.Check:
     """Rule: the best trial within the outer `edge_fraction` of a range (or at the end of a choice list) warns;
     it FAILS when, over at least `min_trials` trials, val also rises toward that edge (Spearman rho of position
     vs val >= `trend`): then the optimum most likely lies outside the range and tuning inside it is wasted."""
     edge, trend, min_trials = th["edge_fraction"], th["trend"], th["min_trials"]
     best = complete[0]
-    rows, failing, warning = {}, [], []
+    rows, failing, warning, edges = {}, [], [], []
     for key, p in space.items():
         if key not in best.params:
             continue
@@ -664,8 +653,11 @@ def check_boundary(complete, space, th) -> C.Check:
             continue
         toward = rho if side == "high" else -rho
         rows[key]["side"] = side
-        text = f"{key}={_fmt(_decode(best.params[key]))} at the {side} end ({_widen(key, p, side)})"
-        if len(pairs) >= min_trials and toward >= trend:
+        advice, rows[key]["valid_edge"] = widen(key, p, side)
+        text = f"{key}={_fmt(_decode(best.params[key]))} at the {side} end ({advice})"
+        if rows[key]["valid_edge"]:     # the range already reaches what is valid: nothing to widen
+            edges.append(text)
+        elif len(pairs) >= min_trials and toward >= trend:
             failing.append(text + f"; val rises toward it (rho {toward:.2f} over {len(pairs)} trials)")
         else:
             warning.append(text)
@@ -675,12 +667,15 @@ def check_boundary(complete, space, th) -> C.Check:
               f"trials (Spearman rho >= {trend}, at least {min_trials} trials): the optimum is then outside.")
     if not rows:     # nothing was judged (one-choice lists, keys the trials did not sample): say so
         return C.make("tune.boundary", "skip", "no tuned parameter has a range the best trial can sit in", ev)
+    note = "; at the edge of what is valid: " + "; ".join(edges) if edges else ""
     if failing:
-        return C.make("tune.boundary", "fail", "the optimum lies beyond the range: " + "; ".join(failing + warning),
-                      ev, advice)
+        return C.make("tune.boundary", "fail", "the optimum lies beyond the range: " + "; ".join(failing + warning)
+                      + note, ev, advice)
     if warning:
-        return C.make("tune.boundary", "warn", "best value at the edge of its range: " + "; ".join(warning), ev, advice)
-    return C.make("tune.boundary", "pass", "the best trial sits inside every range", ev)
+        return C.make("tune.boundary", "warn", "best value at the edge of its range: " + "; ".join(warning) + note,
+                      ev, advice)
+    return C.make("tune.boundary", "pass", "the best trial sits inside every range" + (" it could widen" + note
+                                                                                       if edges else ""), ev)
 
 
 def _fmt(v: Any) -> str:

@@ -1,6 +1,7 @@
 """Messy tables: categories, string and sparse labels, missing values, booleans, dates and text (DESIGN §3 data.*)."""
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -230,3 +231,15 @@ def test_penguins_runs_through_every_stage(tmp_path):
         assert record(runs, "penguins", stage)["status"] == "passed"
     fingerprints = {record(runs, "penguins", s)["data_fingerprint"] for s in ("inspect", "tune", "ensemble")}
     assert len(fingerprints) == 1
+
+
+def test_missing_label_count_covers_the_whole_file(tmp_path):
+    """issue 17 item 10: the count is over every split of the file, not the first split that has one."""
+    rows = "".join(f"{i},{('a', 'b')[i % 2] if i % 10 else ''}\n" for i in range(100))     # 10 empty labels
+    (tmp_path / "data.csv").write_text("x,label\n" + rows)
+    with pytest.raises(DataError) as e:
+        _dataset(tmp_path)
+    text = str(e.value)
+    assert "has 10 missing labels" in text and " in train (rows " in text, text
+    counts = [int(n) for n in re.findall(r"(\d+) in (?:train|val|test) \(rows", text)]
+    assert sum(counts) == 10 and len(counts) >= 2

@@ -12,13 +12,15 @@ from tests.conftest import IRIS, check, invoke, record, run_stages, write_config
 STAGES = ("inspect", "baseline", "overfit-batch", "regularize", "tune", "ensemble")
 # iris has 22 val rows: a linear baseline can tie the network and a 2-trial search can tie regularize's choice.
 # Capping those two checks (with a reason, as a user would) keeps the upstream records passing, so the
-# gate tests below see only the staleness they plant.
+# gate tests below see only the staleness they plant. Its members are often one model (ensemble.gain fails,
+# which stops the stage before test): GAIN_CAP ships the best single model so the tests see a look.
+GAIN_CAP = '  ensemble.gain: {{severity: warn, reason: "iris: the members can be one model; ship the best"}}\n'
 IRIS_OK = IRIS + """\
 checks:
   regularize.beats-baselines: {{severity: warn, reason: "22 val rows: the linear baseline can tie"}}
   regularize.too-strong: {{severity: warn, reason: "22 val rows"}}
   tune.improves: {{severity: warn, reason: "a 2-trial search on 22 val rows"}}
-"""
+""" + GAIN_CAP
 
 
 def _logits(probs):
@@ -164,6 +166,7 @@ def test_changed_tune_checkpoint_is_named_by_the_gate(iris):
 def test_members_that_are_all_the_same_model_fail(tmp_path):
     # a one-point search space on regularize's own choice: every trial retrains regularize's model, same seed
     text = IRIS_OK.replace("tune: {{trials: 2}}", "tune: {{trials: 2, space: {{train.batch_size: {{choices: [16]}}}}}}")
+    text = text.replace(GAIN_CAP, "")
     cfg = write_config(tmp_path, text, name="same")
     runs = tmp_path / "runs"
     for stage in STAGES[:-1]:
@@ -173,8 +176,22 @@ def test_members_that_are_all_the_same_model_fail(tmp_path):
     gain = check(record(runs, "same", "ensemble"), "ensemble.gain")
     assert gain["status"] == "fail" and "no diversity" in gain["title"]
     assert len(gain["evidence"]["same_model"]) >= 1
+    # val already decided that the stage fails: the test split stays sealed and nothing ships
+    rec = record(runs, "same", "ensemble")
+    t = check(rec, "ensemble.test")
+    assert t["status"] == "skip" and "test split not opened: ensemble.gain failed on val" in t["title"]
+    assert t["evidence"]["test_opened"] is False and "severity: warn" in t["advice"]
+    assert rec["metrics"]["final"] == "best_single" and rec["metrics"]["test_opened"] is False
+    assert not (runs / "same" / "test_looks.json").exists() and "ensemble.json" not in rec["artifacts"]
+    # the advice, applied: cap ensemble.gain and the best single model ships, with the first look at test
+    cfg.write_text(cfg.read_text() + GAIN_CAP.replace("{{", "{").replace("}}", "}"))
+    r = invoke("ensemble", cfg, "--runs", runs, "-q")
+    assert r.exit_code == 0, r
     art = json.loads((runs / "same" / "ensemble" / "ensemble.json").read_text())
-    assert art["final"] == "best_single"                 # the advice, applied: ship the single best model
+    assert art["final"] == "best_single"
+    looks = json.loads((runs / "same" / "test_looks.json").read_text())
+    assert [k["status"] for k in looks] == ["scored"] and not looks[0]["forced"]
+    assert "computed once" in check(record(runs, "same", "ensemble"), "ensemble.test")["title"]
 
 
 # ----------------------------------------------------------------------------- the sealed test split
@@ -188,7 +205,7 @@ def test_no_stage_before_ensemble_opens_or_feeds_test(tmp_path, monkeypatch):
     from recipe.data import Dataset
     from recipe.data import load as load_data
 
-    cfg_path = write_config(tmp_path, IRIS, name="sealed")
+    cfg_path = write_config(tmp_path, IRIS + "checks:\n" + GAIN_CAP, name="sealed")
     runs = tmp_path / "runs"
     ds = load_data(load(cfg_path, []))
     test_x = torch.from_numpy(ds.normalize(ds.raw_test().x))
@@ -226,3 +243,38 @@ def test_no_stage_before_ensemble_opens_or_feeds_test(tmp_path, monkeypatch):
     assert opened == ["ensemble"]                        # once, by ensemble only
     assert fed == {"ensemble"}                           # the probe works, and no earlier model saw a test row
     assert record(runs, "sealed", "ensemble")["test_looks"] == 1
+
+
+def test_a_class_never_predicted_shows_zero_not_null():
+    """issue 17 item 10: precision and F1 of a class the model never predicts are 0; only a class with no test
+    rows has an undefined recall."""
+    cm = np.array([[5, 0, 0], [3, 0, 0], [0, 0, 0]])      # class 1 is never predicted; class 2 has no rows
+    rows = {p["class"]: p for p in S.per_class(cm, ["a", "b", "c"])}
+    assert rows["b"]["precision"] == 0.0 and rows["b"]["recall"] == 0.0 and rows["b"]["f1"] == 0.0
+    assert rows["a"]["precision"] == 0.625 and rows["a"]["recall"] == 1.0
+    assert rows["c"]["support"] == 0 and rows["c"]["recall"] is None and rows["c"]["f1"] is None
+
+
+def test_the_gain_names_the_metric_it_was_judged_on():
+    """issue 17 item 2: an accuracy tie beside a verdict made on log-loss says so (check title and summary)."""
+    from recipe.stages.ensemble_gain import judged_text
+
+    torch.manual_seed(1)
+    y = torch.randint(0, 3, (600,))
+    signal = 1.5 * torch.nn.functional.one_hot(y, 3)
+    members = [_member(f"m{i}", signal + torch.randn(600, 3) * 1.5, y) for i in range(5)]
+    w = np.full(5, 0.2)
+    c = S.check_gain(members, {}, w, S.combine([m.val_out for m in members], w, "classification"), y,
+                     "classification", 3, "average", 0)
+    assert c.status == "pass" and c.evidence["judged_on"] in ("log-loss", "accuracy")
+    text = judged_text(c)
+    assert text.startswith(f"gain judged on {c.evidence['judged_on']}: ")
+    if c.evidence["judged_on"] == "log-loss":
+        assert f"reduced by {c.evidence['loss_gain']['mean']:+.4f}/row" in text and "log-loss" in c.title
+    # a failure names both numbers it tried
+    same = [_member("a", members[0].val_out, y), _member("b", members[0].val_out + 1e-3 * torch.randn(600, 3), y)]
+    c = S.check_gain(same, {}, np.array([0.5, 0.5]), S.combine([m.val_out for m in same], [0.5, 0.5],
+                     "classification"), y, "classification", 3, "average", 0)
+    assert c.status == "fail" and c.evidence["judged_on"] == "log-loss and accuracy"
+    assert judged_text(c).startswith("gain judged on log-loss and accuracy: log-loss reduced by ")
+    assert "; accuracy " in judged_text(c)

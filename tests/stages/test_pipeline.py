@@ -97,13 +97,23 @@ def test_tune_and_ensemble(pipeline):
     assert lo <= test["evidence"]["test_score"] <= hi
 
 
-def test_test_split_is_looked_at_once(pipeline):
+def test_test_split_is_looked_at_once(pipeline, tmp_path):
+    import shutil
+
     cfg, runs, _ = pipeline
     before = (runs / "digits" / "ensemble" / "record.json").read_text()
-    r = invoke("ensemble", cfg, "--runs", runs)
+    r = invoke("ensemble", cfg, "--runs", runs, "-o", "ensemble.method=average")    # other models: a new look
     assert r.exit_code == 3, r
-    assert "already evaluated" in r.stderr and "--force" in r.stderr
+    assert "already evaluated" in r.stderr and "config changed since that look" in r.stderr and "--force" in r.stderr
     assert (runs / "digits" / "ensemble" / "record.json").read_text() == before   # nothing lost
+    # an unchanged rerun rebuilds the same models: the recorded look is reported again, not a new one
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    r = invoke("ensemble", cfg, "--runs", copy, "-q")
+    assert r.exit_code == 0, r
+    old, new = json.loads(before), record(copy, "digits", "ensemble")
+    assert new["test_looks"] == old["test_looks"] == 1 and new["test_reused"]["look"] == 0
+    assert new["metrics"]["test"] == old["metrics"]["test"]
 
 
 def test_status_lists_every_stage(pipeline):

@@ -657,3 +657,48 @@ def test_postgres_two_processes_share_one_study(tmp_path, postgres):
     assert a["top"][0]["trial"] == b["top"][0]["trial"] and a["top"][0]["val"] == b["top"][0]["val"]
     assert a["best_overrides"] == b["best_overrides"]
     assert a["storage"] == postgres.replace("postgres@", "")                # no credentials in artifacts
+
+
+def _dropout_trials(values: list[tuple[float, float]], low: float, high: float):
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    dist = {"model.dropout": FloatDistribution(low, high)}
+    trials = [optuna.trial.create_trial(params={"model.dropout": d}, distributions=dist, value=v) for d, v in values]
+    for i, t in enumerate(trials):
+        t.number = i
+    return sorted(trials, key=lambda t: -t.value)
+
+
+def test_boundary_never_suggests_an_invalid_value():
+    """issue 17 item 2: no negative dropout, no dropout >= 1, no lr <= 0; a best value on a valid bound is said."""
+    import re
+
+    from recipe import checks as C
+    from recipe.stages.tune import check_boundary
+    from recipe.stages.tune_bounds import valid_bounds, widen
+
+    th = C.thresholds("tune.boundary")
+    assert valid_bounds("model.dropout") == (0.0, True, 1.0, False)
+    assert valid_bounds("train.lr") == (0.0, False, None, True)
+    # dropout range starting at 0, best at 0, val rising toward 0: nothing lies below 0, so no fail and no advice
+    falling = [(0.0, 0.9), (0.1, 0.8), (0.2, 0.7), (0.35, 0.6), (0.5, 0.5)]
+    c = check_boundary(_dropout_trials(falling, 0.0, 0.5), {"model.dropout": {"low": 0.0, "high": 0.5}}, th)
+    assert c.status == "pass", c
+    assert "at the edge of what is valid" in c.title and "lowest valid value of model.dropout" in c.title
+    assert c.evidence["params"]["model.dropout"]["valid_edge"] is True and "-0." not in c.title
+    # range 0.1..0.5 with the best at 0.1: lowering low is advised, but to 0 at most (it was -0.1)
+    c = check_boundary(_dropout_trials([(0.1, 0.9), (0.2, 0.8), (0.3, 0.7), (0.4, 0.6), (0.5, 0.5)], 0.1, 0.5),
+                       {"model.dropout": {"low": 0.1, "high": 0.5}}, th)
+    assert c.status == "fail" and "lower low of tune.space.model.dropout to about 0 " in c.title, c.title
+    assert "model.dropout must be >= 0" in c.title
+    # best at 0.9 of 0.5..0.9: raising high is advised below 1 (it was 1.1)
+    text, edge = widen("model.dropout", {"low": 0.5, "high": 0.9}, "high")
+    assert not edge and "to about 0.95" in text and "must be < 1" in text
+    assert widen("model.dropout", {"low": 0.5, "high": 1.0}, "high")[1] is True
+    # a linear learning-rate range never goes to or below 0: halfway to 0 instead
+    text, _ = widen("train.lr", {"low": 1e-3, "high": 1e-2}, "low")
+    assert float(re.search(r"about ([0-9.e-]+)", text).group(1)) > 0 and "must be > 0" in text
+    # unbounded on that side: the unchanged rule (log range: high x sqrt(high / low)), no limit named
+    text, edge = widen("train.lr", {"low": 1e-3, "high": 1e-2, "log": True}, "high")
+    assert text == "raise high of tune.space.train.lr to about 0.0316" and not edge
