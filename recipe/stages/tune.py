@@ -158,7 +158,7 @@ def make_pruner(name: str, epochs: int = 0, budget: int = 0):
     """`epochs`: the longest a trial trains; `budget`: the study's trial count (ASHA fits its rungs to both)."""
     import optuna
 
-    if name == "asha":   # rungs at epochs/9, epochs/3 (2, 6 of 18): a third of the trials climbs each rung
+    if name == "asha":   # rungs at 1, 3, 9 of 18 epochs (recipe/stages/tune_asha.py)
         from recipe.stages.tune_asha import ASHAPruner
 
         return ASHAPruner(epochs, budget)
@@ -282,11 +282,13 @@ class Objective:
         """The engine's on_epoch: per-epoch val reports feed the pruner, which may stop the run."""
         from recipe.engine import train as E
 
+        from recipe.stages.tune_asha import rung_value
+
         pruning = self.plan.pruner != "none"
 
         def report(epoch: int, row: dict) -> None:
             if pruning and math.isfinite(row.get("val_score", math.nan)):
-                trial.report(row["val_score"], epoch)
+                trial.report(rung_value(row["val_score"], row.get("val_loss", math.nan)), epoch)
                 # pruning after the last epoch saves nothing and would hide a finished trial
                 if epoch < vcfg.train.epochs and trial.should_prune():
                     raise E.Pruned()
