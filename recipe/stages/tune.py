@@ -311,9 +311,27 @@ class Objective:
         if not math.isfinite(value):
             trial.set_user_attr("failure", r.stopped if r.stopped != "completed" else "non-finite val score")
             return math.nan
-        E.save_checkpoint(Path(self.plan.checkpoints) / f"{trial.study.study_name}-{trial.number}.pt", model,
-                          {"overrides": overrides, "val": value, "trial": trial.number})
+        if can_reach_top(trial.study, trial.number, value, self.cfg.ensemble.top_k):
+            E.save_checkpoint(Path(self.plan.checkpoints) / f"{trial.study.study_name}-{trial.number}.pt", model,
+                              {"overrides": overrides, "val": value, "trial": trial.number})
         return value
+
+
+def can_reach_top(study, number: int, value: float, k: int) -> bool:
+    """Whether a trial finishing with `value` may be among the k best complete trials at the end (ranked as
+    summarize ranks them: value, then trial number). When k trials that completed already rank above it, it never
+    can: the top k only gets better. Its checkpoint is then not written (a 14 ms atomic write a trial on digits;
+    a missing one is retrained by ensemble, as a trial from another machine is)."""
+    from optuna.trial import TrialState
+
+    above = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.number != number and t.value is not None and math.isfinite(t.value) and \
+                (t.value > value or (t.value == value and t.number < number)):
+            above += 1
+            if above >= k:
+                return False
+    return True
 
 
 def _next_grid_point(points: list[dict], trials) -> Optional[dict]:

@@ -94,6 +94,12 @@ def test_method_runs_exact_trials_and_writes_artifacts(tmp_path, flag):
     assert t["top"][0]["checkpoint"] == "top/0.pt" and (runs / "tn" / "tune" / "top" / "0.pt").exists()
     assert max(float(x["val"]) for x in rows) == pytest.approx(t["top"][0]["val"], rel=1e-5)
     d = runs / "tn" / "tune"
+    # top_k 2: a trial's checkpoint is written only when it could still rank in the top 2 as it ended; the top 2
+    # always have theirs, a trial without one ranks below two others
+    written = {int(p.stem.rsplit("-", 1)[1]) for p in (d / "study" / "checkpoints").glob("*.pt")}
+    rank = {int(x["number"]): (-float(x["val"]), int(x["number"])) for x in rows}
+    assert {e["trial"] for e in t["top"]} <= written and [e["checkpoint"] for e in t["top"]] == ["top/0.pt", "top/1.pt"]
+    assert all(sum(rank[o] < rank[n] for o in rank) >= 2 for n in set(rank) - written)
     for rel in ("best.yaml", "history.png", "params/train.lr.png", "params/train.batch_size.png", "importances.json"):
         assert (d / rel).exists(), rel
     imp = json.loads((d / "importances.json").read_text())
@@ -354,6 +360,39 @@ def test_asha_ranks_ties_by_val_loss_and_keeps_half_at_the_last_rung():
     flat = lambda v, loss: [rung_value(v, loss)] * 18   # noqa: E731
     states = _asha_study(10, [flat(0.9, 0.5)] * 3 + [flat(0.9, 0.4), flat(0.9, 0.6), flat(0.9, 0.45)])
     assert states == [("PRUNED", 1)] * 3 + [("COMPLETE", 18), ("PRUNED", 1), ("PRUNED", 3)]
+
+
+def test_only_trials_that_can_reach_the_top_k_write_a_checkpoint():
+    import optuna
+
+    from recipe.stages.tune import can_reach_top
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for v in (0.9, 0.8, 0.7):
+        study.add_trial(optuna.trial.create_trial(value=v))
+    assert can_reach_top(study, 3, 0.75, 3)          # third so far (0.9, 0.8, 0.75)
+    assert not can_reach_top(study, 3, 0.75, 2)      # two complete trials already above it
+    assert not can_reach_top(study, 3, 0.8, 2)       # a tie ranks the earlier trial first, as summarize does
+    assert can_reach_top(study, 3, 0.85, 2)
+    assert can_reach_top(study, 0, 0.9, 1)           # itself does not count
+
+
+def test_eval_batch_size_probes_a_model_once_per_input_shape():
+    import torch
+    from torch import nn
+
+    from recipe.engine import hardware as H
+
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
+    calls = []
+    model[0].register_forward_hook(lambda *_: calls.append(1))
+    x = torch.zeros(1000, 8)
+    first = H.eval_batch_size(model, x)
+    assert H.eval_batch_size(model, x) == first == 1000 and len(calls) == 1
+    assert H.eval_batch_size(model, torch.zeros(500, 8)) == 500 and len(calls) == 1     # same row shape
+    H.eval_batch_size(model, x, precision="bf16")                                      # another precision
+    assert len(calls) == 2
 
 
 def test_asha_past_the_last_rung_never_prunes():
