@@ -42,9 +42,16 @@ def _spec(id: str, stage: str, catches: str, refs: str, **thresholds: Any) -> Sp
     return Spec(id, stage, catches, tuple(refs.split()), thresholds)
 
 
-# Sources: recipe:N = Karpathy's recipe step N; 37:N = "37 Reasons why your Neural Network is not
-# working", item N; dev-test / bias-variance / init / gradcheck = the classic deep-learning practice;
-# autotrainer / deepdiagnosis = the papers whose monitor thresholds we use.
+# Sources (the refs column of `recipe checks`, explained under its table from REF_SOURCES).
+REF_SOURCES = {
+    "recipe": "recipe:N = step N of Karpathy's 'A Recipe for Training Neural Networks'",
+    "37": "37:N = item N of '37 Reasons why your Neural Network is not working'",
+    "dev-test": "dev-test:*, bias-variance, init, gradcheck = classic deep-learning practice (train/dev/test "
+                "splits, bias vs variance, initialization, gradient checking)",
+    "bias-variance": "", "init": "", "gradcheck": "",
+    "autotrainer": "autotrainer, deepdiagnosis = the papers whose training-monitor thresholds are used",
+    "deepdiagnosis": "",
+}
 _SPECS = [
     _spec("data.load", "inspect", "unreadable data, mismatched shapes, empty split", "recipe:1 37:1"),
     _spec("data.non-finite", "inspect", "NaN / inf in inputs or targets", "recipe:1 37:1 37:37"),
@@ -208,34 +215,8 @@ STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "
                 "stale": "yellow", "missing": "dim", "running": "cyan"}
 
 
-def format_evidence(evidence: dict[str, Any], limit: int = 6) -> str:
-    parts = []
-    for k, v in list(evidence.items())[:limit]:
-        if isinstance(v, float):
-            v = f"{v:.4g}"
-        elif isinstance(v, (list, tuple)) and len(v) > 5:
-            v = "[" + ", ".join(map(str, v[:5])) + f", … ({len(v)})]"
-        elif isinstance(v, dict):
-            v = "{" + ", ".join(f"{kk}: {vv:.4g}" if isinstance(vv, float) else f"{kk}: {vv}"
-                                for kk, vv in list(v.items())[:5]) + ("…}" if len(v) > 5 else "}")
-        parts.append(f"{k}={v}")
-    return "  ".join(parts)
-
-
 def render(checks: list[Check], console, title: str = "checks", verbose: bool = False) -> None:
-    """A table of results; evidence is shown for warnings and failures (all of it is in the record)."""
-    from rich.markup import escape
-    from rich.table import Table
+    """A table of results (recipe.render.check_table: compact on a narrow terminal or log)."""
+    from recipe.render import check_table
 
-    table = Table(title=title, show_lines=False, expand=False)
-    table.add_column("check", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("finding")
-    table.add_column("advice")
-    for c in checks:
-        style = STATUS_STYLE.get(c.status, "")
-        shown = c.evidence if c.status in ("warn", "fail") or verbose else {}
-        finding = escape(c.title) + (f"\n[dim]{escape(format_evidence(shown))}[/dim]" if shown else "")
-        advice = escape(c.advice) if c.status in ("warn", "fail") else ""
-        table.add_row(c.id, f"[{style}]{c.status}[/{style}]", finding, advice)
-    console.print(table)
+    console.print(check_table(checks, console.width, title, verbose))

@@ -98,7 +98,7 @@ def _check_device(device: str) -> None:
 
 
 def _options(runs, device, force, quiet, as_json, **extra):
-    from recipe.runner import Options
+    from recipe.stage import Options
 
     _check_device(device)
     return Options(runs=runs, device=device, force=force, quiet=quiet, json=as_json, **extra)
@@ -252,10 +252,7 @@ def run(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = Set
 def status(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt,
            as_json: bool = JsonOpt):
     """One row per stage: passed / failed / forced / stale / missing, and why."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from recipe.checks import STATUS_STYLE
+    from recipe.render import status_table
     from recipe.workspace import STAGES, Workspace, stage_state
 
     cfg = _load_config(config, overrides, runs)
@@ -271,37 +268,23 @@ def status(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = 
     if as_json:
         typer.echo(json.dumps({"name": cfg.name, "stages": rows}))
         return
-    table = Table(title=f"{cfg.name} ({runs / cfg.name})")
-    for col in ("stage", "state", "checks", "finished", "why / summary"):
-        table.add_column(col)
-    for r in rows:
-        style = STATUS_STYLE.get(r["state"], "")
-        why = "; ".join(r["reasons"]) if r["reasons"] else r["summary"]
-        n = r["checks"]
-        counts = "" if not n else " ".join(f"[{STATUS_STYLE[k]}]{v} {k}[/{STATUS_STYLE[k]}]" for k, v in n.items() if v)
-        table.add_row(r["stage"], f"[{style}]{r['state']}[/{style}]", counts, r["finished"] or "", escape(why))
-    console().print(table)
+    con = console()
+    con.print(status_table(f"{cfg.name} ({runs / cfg.name})", rows, con.width))
 
 
 @app.command("checks")
 @handled
 def checks_cmd(as_json: bool = JsonOpt):
     """The check catalog: id, stage, what it catches, the statuses it can return, source, thresholds."""
-    from rich.table import Table
-
     from recipe.checks import CATALOG
+    from recipe.render import catalog_table
 
     if as_json:
         typer.echo(json.dumps([{"id": s.id, "stage": s.stage, "catches": s.catches, "refs": list(s.refs),
                                 "statuses": list(s.statuses), "thresholds": s.thresholds} for s in CATALOG.values()]))
         return
-    table = Table(title="recipe checks")
-    for col in ("id", "stage", "catches", "statuses", "refs", "thresholds"):
-        table.add_column(col)
-    for s in CATALOG.values():
-        table.add_row(s.id, s.stage, s.catches, " ".join(s.statuses), " ".join(s.refs),
-                      ", ".join(f"{k}={v}" for k, v in s.thresholds.items()))
-    console().print(table)
+    con = console()
+    con.print(catalog_table(CATALOG.values(), con.width))
 
 
 @app.command()
@@ -363,8 +346,13 @@ def predict(args: List[Path] = typer.Argument(..., metavar="[CONFIG] INPUT",
                                                    "or an image folder."),
             out: Optional[Path] = typer.Option(None, "--out", help="Write predictions (CSV) here; default stdout."),
             overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt, device: str = DeviceOpt,
-            as_json: bool = JsonOpt):
-    """Apply the final model (ensemble, best single or student) to new rows, with the recorded preprocessing."""
+            as_json: bool = JsonOpt,
+            strict: bool = typer.Option(False, "--strict", help="Exit 2, writing nothing, if any row holds an input "
+                                                                "train never saw (or the inputs cannot be checked).")):
+    """Apply the final model (ensemble, best single or student) to new rows, with the recorded preprocessing.
+    Rows with category levels, far values or missing values train never had are flagged (recipe_warnings)."""
+    from rich.markup import escape
+
     from recipe import predict as P
     from recipe.workspace import Workspace, atomic_write_bytes
 
@@ -379,14 +367,20 @@ def predict(args: List[Path] = typer.Argument(..., metavar="[CONFIG] INPUT",
     art = P.load_final(ws, cfg.model_dump(mode="json"))
     names = None
     if data.is_dir():      # an image folder: rows are its images, named by file in the output
+        from recipe.data.seen import Flags
+
         x, y, names = P.read_images(data, art)
+        flags = Flags.unchecked(len(x), "images are not checked against train")
     else:
-        x, y = P.read_rows(data, art)
+        x, y, flags = P.read_rows(data, art)
+    if strict:
+        flags.refuse_if_any(data)      # before the model runs: nothing is written
     probs = P.apply(cfg, art, ws.stage_dir("ensemble"), x, device)
-    text = P.to_csv(probs, art, names)
+    text = P.to_csv(probs, art, names, flags.per_row if flags.checked else None)
     con = console()
     predicted = P.labels(probs, art)
-    summary: dict[str, Any] = {"rows": len(x), "final": art.get("final", "ensemble"), "out": str(out) if out else None}
+    summary: dict[str, Any] = {"rows": len(x), "final": art.get("final", "ensemble"), "out": str(out) if out else None,
+                               "input_warnings": flags.to_json()}
     if y is not None and art["task"] == "classification":
         summary["accuracy"] = sum(str(p) == str(t) for p, t in zip(predicted, y)) / len(y) if len(y) else None
     if out is not None:
@@ -397,8 +391,10 @@ def predict(args: List[Path] = typer.Argument(..., metavar="[CONFIG] INPUT",
         if summary.get("accuracy") is not None else ""
     con.print(f"predicted {len(x)} rows with the {summary['final'].replace('_', ' ')} of {cfg.name}"
               + (f" -> {out}" if out else "") + extra, soft_wrap=True)
+    con.print(escape(flags.summary()), style="yellow" if flags.counts or not flags.checked else None, soft_wrap=True)
     if as_json:
-        typer.echo(json.dumps({**summary, "predictions": predicted}, default=str))
+        row_warnings = {"row_warnings": flags.per_row} if flags.checked else {}
+        typer.echo(json.dumps({**summary, "predictions": predicted, **row_warnings}, default=str))
 
 
 @app.command()
@@ -420,6 +416,7 @@ def report(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = 
 def main() -> None:
     """Console entry point. Interrupts that land outside a command (while parsing arguments, importing)
     still end with exit 130, and SIGTERM is treated like Ctrl-C from the first moment."""
+    interrupts.own()
     interrupts.arm()
     threads.configure_env()    # before torch is imported: waiting OpenMP threads sleep instead of spinning
     try:

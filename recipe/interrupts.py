@@ -5,12 +5,26 @@ into a death by signal (exit -2)."""
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
+_requested = False     # an interrupt was raised since the stage began (see swallowed())
+_owned = False         # main() runs this process: once a command returns, interrupts stay held until exit
 
-def _on_sigterm(signum, frame):
+
+def _on_interrupt(signum, frame):
+    global _requested
+    _requested = True
     raise KeyboardInterrupt
+
+
+def _quiet_unraisable(unraisable, _default=sys.unraisablehook):
+    """A KeyboardInterrupt raised inside a destructor is swallowed by Python with a traceback on stderr; the
+    stage re-raises it itself at its end (swallowed()), so the traceback is noise."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _requested:
+        return
+    _default(unraisable)
 
 
 def _main_thread() -> bool:
@@ -20,8 +34,9 @@ def _main_thread() -> bool:
 def arm() -> None:
     """Interrupts raise KeyboardInterrupt (the default for SIGINT; SIGTERM made to match)."""
     if _main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGINT, _on_interrupt)
+        signal.signal(signal.SIGTERM, _on_interrupt)
+        sys.unraisablehook = _quiet_unraisable
 
 
 def hold() -> None:
@@ -38,7 +53,35 @@ def save() -> tuple:
     return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
 
 
+def own() -> None:
+    """Called by the console entry point: this process is recipe's, so a command that returns keeps interrupts
+    held (restore() holds instead of putting the armed handlers back) and a signal while click exits cannot
+    turn the exit code into a KeyboardInterrupt traceback or a death by signal."""
+    global _owned
+    _owned = True
+
+
+def begin() -> None:
+    """A stage starts: forget interrupts raised (and handled) before it."""
+    global _requested
+    _requested = False
+
+
+def swallowed() -> bool:
+    """An interrupt was raised during the stage and the stage still returned: something (a destructor, a
+    library's broad except) swallowed the KeyboardInterrupt. The caller treats the stage as interrupted."""
+    return _requested
+
+
 def restore(saved: tuple) -> None:
+    """Put back the handlers of save() when a command returns (in-process callers: tests); held under main()."""
+    if _owned:
+        hold()
+    else:
+        _put_back(saved)
+
+
+def _put_back(saved: tuple) -> None:
     if saved and _main_thread():
         signal.signal(signal.SIGINT, saved[0])
         signal.signal(signal.SIGTERM, saved[1])
@@ -59,7 +102,7 @@ def deferred():
     try:
         yield
     finally:
-        restore(saved)
+        _put_back(saved)
     live = {signal.SIGINT: saved[0], signal.SIGTERM: saved[1]}
     if any(live[s] is not signal.SIG_IGN for s in got):
-        raise KeyboardInterrupt
+        _on_interrupt(got[0], None)

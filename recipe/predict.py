@@ -3,6 +3,7 @@
 Everything a prediction needs is in runs/<name>/ensemble/ensemble.json: feature names and their encoding
 (one-hot levels, imputed values), the train-only normalization, the label mapping and the member weights.
 The ensemble's record must be passing and fresh: a member checkpoint changed on disk is refused by name.
+Table rows are also flagged where they hold inputs train never saw (recipe.data.seen).
 """
 from __future__ import annotations
 
@@ -73,16 +74,21 @@ def raw_columns(art: dict[str, Any]) -> list[str]:
     return cols
 
 
-def read_rows(path: Path, art: dict[str, Any]) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """Rows of INPUT encoded exactly as the train split was: (N, D) float32, and the target if present.
+def read_rows(path: Path, art: dict[str, Any]):
+    """Rows of INPUT encoded exactly as the train split was: (N, D) float32, the target if present, and the
+    per-row flags of inputs train never saw (recipe.data.seen; unchecked for arrays, images, old records).
     An image folder (images, or one sub-folder of images per class) gives one row per image."""
+    from recipe.data.seen import Flags
+
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.is_dir():
-        return read_images(path, art)[:2]
+        x, y, _ = read_images(path, art)
+        return x, y, Flags.unchecked(len(x), "images are not checked against train")
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        return _npz(path, art)
+        x, y = _npz(path, art)
+        return x, y, Flags.unchecked(len(x), "an NPZ holds encoded arrays, not the columns train recorded")
     if suffix in (".csv", ".tsv"):
         from recipe.data.sources import _read_csv
 
@@ -151,9 +157,15 @@ def _npz(path: Path, art: dict[str, Any]) -> tuple[np.ndarray, Optional[np.ndarr
     return x, y
 
 
-def _encode(table, path: Path, art: dict[str, Any]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+def _encode(table, path: Path, art: dict[str, Any]):
+    from recipe.data import seen as S
+
     enc = art.get("encoding") or {}
     categorical, imputed = enc.get("categorical", {}), enc.get("imputed", {})
+    facts = (enc.get("seen") or {}).get("columns")
+    flags = S.Flags(table.num_rows) if facts is not None else S.Flags.unchecked(
+        table.num_rows, "this model's record predates the train facts predict checks against (levels, ranges, "
+        "missing values); rerun the stages from inspect to record them")
     cols = raw_columns(art)
     missing = [c for c in cols if c not in table.column_names]
     if missing:
@@ -165,6 +177,8 @@ def _encode(table, path: Path, art: dict[str, Any]) -> tuple[np.ndarray, Optiona
         values = table.column(col).to_pylist()
         if col in categorical:
             levels = {lv: i for i, lv in enumerate(categorical[col])}
+            if flags.checked:
+                S.check_levels(flags, col, values, categorical[col], facts.get(col))
             block = np.zeros((len(values), len(levels)), np.float32)
             for r, v in enumerate(values):
                 v = imputed.get(col) if v is None else v
@@ -178,6 +192,8 @@ def _encode(table, path: Path, art: dict[str, Any]) -> tuple[np.ndarray, Optiona
             v = np.array([np.nan if x is None else float(x) for x in values], dtype=np.float64)
         except (TypeError, ValueError):
             raise DataError(f"{path}: column '{col}' holds text; the model was trained on numbers there") from None
+        if flags.checked:
+            S.check_numbers(flags, col, v, facts.get(col))
         if col in imputed:
             v = np.where(np.isnan(v), float(imputed[col]), v)
         bad = np.flatnonzero(~np.isfinite(v))
@@ -188,7 +204,7 @@ def _encode(table, path: Path, art: dict[str, Any]) -> tuple[np.ndarray, Optiona
     x = np.concatenate(blocks, axis=1) if blocks else np.zeros((table.num_rows, 0), np.float32)
     target = art.get("target_column")
     y = np.array(table.column(target).to_pylist(), dtype=object) if target and target in table.column_names else None
-    return x, y
+    return x, y, flags
 
 
 # ----------------------------------------------------------------------------- applying the model
@@ -246,9 +262,11 @@ def apply(cfg, art: dict[str, Any], stage_dir: Path, x_raw: np.ndarray, device: 
     return result
 
 
-def to_csv(out: np.ndarray, art: dict[str, Any], names: Optional[list[str]] = None) -> str:
+def to_csv(out: np.ndarray, art: dict[str, Any], names: Optional[list[str]] = None,
+           warnings: Optional[list[list[str]]] = None) -> str:
     """One row per input row (named by its file for images): the prediction (original label / target units),
-    then class probabilities."""
+    then class probabilities, then (when the inputs were checked) `recipe_warnings`: the row's `col:reason`
+    items joined by ';', empty for a row inside what train saw."""
     key, rows = ("file", [_cell(n) for n in names]) if names is not None else ("row", [str(i) for i in range(len(out))])
     if art["task"] == "classification":
         classes = art["classes"]
@@ -258,6 +276,8 @@ def to_csv(out: np.ndarray, art: dict[str, Any], names: Optional[list[str]] = No
             lines.append(",".join([r, _cell(classes[int(p.argmax())])] + [f"{v:.6g}" for v in p]))
     else:
         lines = [f"{key},prediction"] + [f"{r},{v:.6g}" for r, v in zip(rows, out)]
+    if warnings is not None:
+        lines = [lines[0] + ",recipe_warnings"] + [line + "," + _cell(";".join(w)) for line, w in zip(lines[1:], warnings)]
     return "\n".join(lines) + "\n"
 
 

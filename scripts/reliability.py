@@ -200,7 +200,7 @@ def kills(total: int, seed: int, tally: Tally, signals_tally: Tally, log=print) 
             signals_tally.reruns += 1
             signals_tally.reruns_passed += rerun.exit_code == 0
             signals_tally.add(exit_ok and honest and rerun.exit_code == 0, traceback="Traceback" in err,
-                              inconsistent=not honest, note=f"{sig.name} {stage}: exit {p.returncode}, {status}")
+                              inconsistent=not honest, note=f"{sig.name} {stage}: exit {p.returncode}, {status}; stderr: {err[-600:]}")
             log(f"  {sig.name} {stage}: exit {p.returncode}, record {status}")
         else:
             p.kill()

@@ -43,7 +43,8 @@ def test_csv_predictions_reproduce_the_recorded_val_score(done):
     assert summary["accuracy"] == pytest.approx(expected, abs=1e-6)      # the stage's own number, recomputed
     rows = out.read_text().splitlines()
     assert rows[0].split(",")[:2] == ["row", "prediction"] and len(rows) == len(ds.val.y) + 1
-    probs = np.array([[float(v) for v in row.split(",")[2:]] for row in rows[1:]])
+    assert rows[0].split(",")[-1] == "recipe_warnings" and all(row.endswith(",") for row in rows[1:])   # val: none
+    probs = np.array([[float(v) for v in row.split(",")[2:-1]] for row in rows[1:]])
     assert np.allclose(probs.sum(1), 1, atol=1e-5)
     assert [str(ds.classes[i]) for i in probs.argmax(1)] == [row.split(",")[1] for row in rows[1:]]
 
@@ -56,13 +57,30 @@ def test_npz_gives_the_same_predictions_as_csv(done):
     assert a.exit_code == b.exit_code == 0, (a, b)
     assert a.json["predictions"] == b.json["predictions"] and len(b.json["predictions"]) == len(ds.val.y)
     assert "accuracy" not in b.json                                          # no labels in that file
+    assert b.json["input_warnings"] == {"checked": False, "why": "an NPZ holds encoded arrays, not the columns "
+                                                                 "train recorded"}
+    s = invoke("predict", cfg, root / "val.npz", "--runs", runs, "--strict")
+    assert s.exit_code == 2 and "--strict, but the inputs cannot be checked against train" in s.stderr
+
+
+def test_iris_far_values_are_flagged(done):
+    cfg, runs, ds, _, root = done
+    path = _val_csv(ds, root / "far.csv")
+    lines = path.read_text().splitlines()
+    cells = lines[1].split(",")
+    cells[2] = "70"                                   # petal length in cm: train's max is under 7
+    path.write_text("\n".join([lines[0], ",".join(cells)] + lines[2:]) + "\n")
+    r = invoke("predict", cfg, path, "--runs", runs, "--json")
+    assert r.exit_code == 0, r
+    name = ds.feature_names[2]
+    assert r.json["input_warnings"]["counts"] == {name: {"far": 1}} and r.json["row_warnings"][0] == [f"{name}:far"]
 
 
 def test_stdout_is_the_csv_when_no_out(done):
     cfg, runs, ds, _, root = done
     r = invoke("predict", cfg, _val_csv(ds, root / "val3.csv"), "--runs", runs)
     assert r.exit_code == 0, r
-    assert r.stdout.startswith("row,prediction,p_0,p_1,p_2\n") and r.stdout.count("\n") == len(ds.val.y) + 1
+    assert r.stdout.startswith("row,prediction,p_0,p_1,p_2,recipe_warnings\n") and r.stdout.count("\n") == len(ds.val.y) + 1
 
 
 def test_missing_column_is_named(done):

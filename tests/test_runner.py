@@ -3,7 +3,7 @@ import io
 
 from rich.console import Console
 
-from recipe.runner import _Progress
+from recipe.stage import _Progress
 
 
 def _console(terminal: bool) -> tuple[Console, io.StringIO]:

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from recipe.data import seen
 from recipe.data.hashing import column_moments
 from recipe.data.sources import Table, read_source
 from recipe.errors import DataError, RecipeError
@@ -150,6 +151,8 @@ def _encode_tables(tables: dict[str, Table], cfg) -> tuple[dict[str, np.ndarray]
     if train.matrix is not None:
         return {s: t.matrix for s, t in tables.items()}, [f"x{i}" for i in range(train.matrix.shape[1])], {}
     names, blocks, encoding = [], {s: [] for s in tables}, {"categorical": {}, "imputed": {}, "unseen": {}}
+    facts: dict[str, dict] = {}     # what train showed of each column, for predict's warnings (recipe.data.seen)
+    encoding["seen"] = seen.seen_block(facts)
     for col, values in train.columns.items():
         if values.dtype == object:
             present = [v for v in values if v is not None]
@@ -173,6 +176,7 @@ def _encode_tables(tables: dict[str, Table], cfg) -> tuple[dict[str, np.ndarray]
                     fill = str(vals[counts.argmax()])
                     encoding["imputed"][col] = fill
                 encoding["categorical"][col] = levels
+                facts[col] = seen.record_levels(values)
                 for s, t in tables.items():
                     block, unseen = _one_hot(t.columns[col], levels, fill)
                     blocks[s].append(block)
@@ -183,6 +187,7 @@ def _encode_tables(tables: dict[str, Table], cfg) -> tuple[dict[str, np.ndarray]
             for t in tables.values():
                 t.columns[col] = _try_numeric(t.columns[col], origin=t.origin, col=col)
         names.append(col)
+        facts[col] = seen.record_numeric(train.columns[col].astype(np.float32))   # the values the model sees
         fill = None
         if cfg.data.missing == "impute":
             tr = train.columns[col].astype(np.float64)
@@ -207,6 +212,7 @@ def _encode_numeric(tables: dict[str, Table], cfg) -> tuple[dict[str, np.ndarray
     names = list(train.names)
     encoding: dict[str, Any] = {"categorical": {}, "imputed": {}, "unseen": {}}
     xs = {s: t.matrix for s, t in tables.items()}
+    encoding["seen"] = seen.seen_block({col: seen.record_numeric(train.matrix[:, j]) for j, col in enumerate(names)})
     if cfg.data.missing != "impute":
         return xs, names, encoding
     fills = np.empty(len(names), np.float32)

@@ -12,7 +12,7 @@ from torch import nn
 from recipe import checks as C
 from recipe.engine import train as E
 from recipe.models import create, final_layer
-from recipe.runner import StageResult
+from recipe.stage import StageResult
 from recipe.stages.gradcheck import check_gradcheck
 
 SHORT_EPOCHS = 10       # the skeleton run: enough to see the loss go down, short enough to be cheap

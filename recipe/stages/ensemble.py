@@ -18,7 +18,7 @@ from torch import nn
 
 from recipe import checks as C
 from recipe.errors import RecipeError
-from recipe.runner import StageResult
+from recipe.stage import StageResult
 from recipe.stages import sealed_test as T
 from recipe.stages.distill import TEMPERATURE, check_student, distill  # noqa: F401 (TEMPERATURE: public name)
 from recipe.stages.sealed_test import calibration, check_test, evaluate_test, per_class  # noqa: F401 (public names)

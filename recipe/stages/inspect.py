@@ -7,7 +7,7 @@ import numpy as np
 
 from recipe import checks as C
 from recipe.data.hashing import all_finite, column_moments, row_hashes
-from recipe.runner import StageResult
+from recipe.stage import StageResult
 
 EXAMPLES = 5  # example rows / columns shown in evidence
 

@@ -10,7 +10,7 @@ from recipe import checks as C
 from recipe.engine import train as E
 from recipe.engine.lr_find import lr_range_test
 from recipe.models import count_parameters, create
-from recipe.runner import StageResult
+from recipe.stage import StageResult
 
 # Karpathy's step 3 trains without regularization: the question is only "can it fit?". Augmentation is a
 # regularizer too: regularize's reference starts from these overrides and tries data.augment as a rung.

@@ -15,7 +15,7 @@ from recipe.engine import train as E
 from recipe.engine.monitors import compact, worst_per_check
 from recipe.engine.runlog import run_folder
 from recipe.models import create
-from recipe.runner import StageResult
+from recipe.stage import StageResult
 from recipe.stages.regularize_checks import (active_regularizers, beats, check_beats_baselines, check_mode,
                                              check_still_improving, check_too_strong, noise, pictures)
 

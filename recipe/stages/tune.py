@@ -26,7 +26,7 @@ import yaml
 from recipe import checks as C
 from recipe.config import digest_json
 from recipe.errors import RecipeError
-from recipe.runner import StageResult
+from recipe.stage import StageResult
 from recipe.stages.tune_batch import batch_size
 from recipe.stages.tune_storage import StudyLock, _public, open_storage   # noqa: F401  (tune.open_storage for callers)
 from recipe.stages.tune_workers import run_jobs   # noqa: F401  (worker processes; tune.run_jobs for callers)

@@ -81,3 +81,57 @@ def test_deferred_holds_an_interrupt_until_the_block_ends():
             _interrupt_main_thread(signal.SIGINT)
     finally:
         interrupts.restore(saved)
+
+
+RESTORE_SPY = textwrap.dedent("""\
+    import signal, sys
+    from recipe import interrupts
+
+    real = interrupts.restore
+    def spy(saved):                   # the moment the command returns, before click and main() exit
+        real(saved)
+        print("held after the command:", signal.getsignal(signal.SIGINT) is signal.SIG_IGN, file=sys.stderr)
+    interrupts.restore = spy
+    from recipe.cli import main
+    sys.argv = ["recipe", *sys.argv[1:]]
+    main()
+""")
+
+
+def test_interrupts_stay_held_from_the_commands_return_to_exit(tmp_path):
+    """The wrapper used to put the armed handler back when the command returned, so a Ctrl-C while click
+    exited raised KeyboardInterrupt out of main(): a traceback and exit -2 after the record said interrupted."""
+    script = tmp_path / "spy.py"
+    script.write_text(RESTORE_SPY)
+    r = subprocess.run([sys.executable, str(script), "checks"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr[-500:]
+    assert "held after the command: True" in r.stderr
+
+
+class _EatsInterrupt:
+    """A destructor that is running when the signal lands: Python swallows the KeyboardInterrupt raised in it."""
+
+    def __del__(self):
+        import signal
+        import time
+
+        _interrupt_main_thread(signal.SIGINT)
+        time.sleep(0.05)
+
+
+def test_an_interrupt_swallowed_by_a_destructor_still_interrupts_the_stage(tmp_path, monkeypatch, capfd):
+    import recipe.stages.inspect as inspect_stage
+
+    real = inspect_stage.run
+
+    def run(cfg, ctx):
+        result = real(cfg, ctx)
+        _EatsInterrupt()                  # collected at once; its KeyboardInterrupt never reaches the runner
+        return result
+
+    monkeypatch.setattr(inspect_stage, "run", run)
+    cfg = write_config(tmp_path, "name: eat\ndata: {{source: builtin:iris}}\n")
+    r = invoke("inspect", cfg, "--runs", tmp_path / "runs", "-q")
+    assert r.exit_code == 130, r.stderr[-500:]          # was 0 and 'passed': the user's Ctrl-C was ignored
+    assert record(tmp_path / "runs", "eat", "inspect")["status"] == "interrupted"
+    assert "Traceback" not in capfd.readouterr().err    # Python's "Exception ignored in" is silenced
