@@ -136,7 +136,7 @@ def eval_batch_size(model: nn.Module, x: torch.Tensor, precision: str = "auto") 
     with ac if ac is not None else contextlib.nullcontext():
         if x.device.type != "cuda":
             # what a row costs depends on the architecture and the input's shape, not the weights: probed once
-            # per model and input (a fit evaluates every epoch; the probe was 7% of a small tune trial)
+            # per model and input (a fit evaluates every epoch: 0.26 s of 22.5 s profiling 12 digits tune trials)
             key = (tuple(x.shape[1:]), x.dtype, str(precision))
             known = _CPU_ROW_BYTES.setdefault(model, {})
             if key not in known:
