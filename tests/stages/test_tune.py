@@ -94,6 +94,12 @@ def test_method_runs_exact_trials_and_writes_artifacts(tmp_path, flag):
     assert t["top"][0]["checkpoint"] == "top/0.pt" and (runs / "tn" / "tune" / "top" / "0.pt").exists()
     assert max(float(x["val"]) for x in rows) == pytest.approx(t["top"][0]["val"], rel=1e-5)
     d = runs / "tn" / "tune"
+    # top_k 2: a trial's checkpoint is written only when it could still rank in the top 2 as it ended; the top 2
+    # always have theirs, a trial without one ranks below two others
+    written = {int(p.stem.rsplit("-", 1)[1]) for p in (d / "study" / "checkpoints").glob("*.pt")}
+    rank = {int(x["number"]): (-float(x["val"]), int(x["number"])) for x in rows}
+    assert {e["trial"] for e in t["top"]} <= written and [e["checkpoint"] for e in t["top"]] == ["top/0.pt", "top/1.pt"]
+    assert all(sum(rank[o] < rank[n] for o in rank) >= 2 for n in set(rank) - written)
     for rel in ("best.yaml", "history.png", "params/train.lr.png", "params/train.batch_size.png", "importances.json"):
         assert (d / rel).exists(), rel
     imp = json.loads((d / "importances.json").read_text())
@@ -280,8 +286,10 @@ def test_asha_never_leaves_the_study_without_a_complete_trial():
 
 def test_asha_replay_spends_a_fifth_of_the_epochs_and_keeps_the_best():
     """48 learning curves (quality q in a seeded order, val = q * (1 - 0.5^epoch) + a small wobble): the shape of
-    a digits study. Trials stop only at rungs 1, 3, 9; at most a third (plus the first arrivals) climbs each rung;
-    the whole study spends at most 0.15 of the unpruned epochs and the best trial completes."""
+    a digits study. Trials stop only at rungs 1, 3, 9; at most a third (plus the first arrivals) climbs rungs 1 and
+    3, at most half (9 -> 18 epochs) the last one; the whole study spends at most 0.18 of the unpruned epochs and
+    the best trial completes. (0.17; 0.12 when the last rung kept a third too: on curves whose ranks never cross
+    the half costs epochs for nothing, on recorded ones it keeps the best, test_asha_on_recorded_curves.)"""
     import random
 
     rng = random.Random(7)
@@ -294,10 +302,97 @@ def test_asha_replay_spends_a_fifth_of_the_epochs_and_keeps_the_best():
     assert {step for state, step in states if state == "PRUNED"} <= {1, 3, 9}
     reached = {r: sum(step >= r for _, step in states) for r in (1, 3, 9, 18)}
     assert reached[1] == 48
-    assert reached[3] <= 48 // 3 + 2 and reached[9] <= reached[3] // 3 + 2 and reached[18] <= reached[9] // 3 + 2
-    assert epochs / (48 * 18) <= 0.15, (epochs, states)      # 0.12; the former rungs [2, 6] spent 0.20
+    assert reached[3] <= 48 // 3 + 2 and reached[9] <= reached[3] // 3 + 2 and reached[18] <= -(-reached[9] // 2) + 2
+    assert epochs / (48 * 18) <= 0.18, (epochs, states)      # 0.17; the former rungs [2, 6] spent 0.20
     best = qualities.index(max(qualities))
     assert states[best] == ("COMPLETE", 18)
+
+
+def _replay_recorded(name: str, **pruner) -> tuple[float, list[int]]:
+    """Replay ASHA on tests/data/asha_curves.json (recipe's unpruned study, 48 trials x 18 epochs, seeds 0 1 2):
+    (fraction of the unpruned epochs spent, best-val gap per seed in val samples)."""
+    import json
+
+    import optuna
+
+    from recipe.stages.tune_asha import ASHAPruner, rung_value
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    recorded = json.loads((Path(__file__).parents[1] / "data" / "asha_curves.json").read_text())[name]
+    spent, gaps = 0, []
+    for entry in recorded.values():
+        curves, n_val = entry["curves"], entry["n_val"]
+        study = optuna.create_study(direction="maximize", pruner=ASHAPruner(18, 48, **pruner))
+        for curve in curves:
+            trial = study.ask()
+            for epoch, (right, loss) in enumerate(curve, 1):
+                spent += 1
+                trial.report(rung_value(right / n_val, loss), epoch)
+                if epoch < 18 and trial.should_prune():
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    break
+            else:
+                study.tell(trial, curve[-1][0] / n_val)
+        gaps.append(max(c[-1][0] for c in curves) - round(study.best_value * n_val))
+    return spent / (len(recorded) * 48 * 18), gaps
+
+
+@pytest.mark.parametrize("name,fraction", [("digits", 0.192), ("breast_cancer", 0.186), ("wine", 0.183)])
+def test_asha_on_recorded_curves(name, fraction):
+    """Issue 15.3's goal on recorded studies: <= 0.20 of the unpruned epochs, the best val within one val sample
+    of the unpruned best on every seed. Optuna's halving as tune used it before (references 3, a third kept at
+    every rung, ties all climbing) spent 0.212 / 0.262 / 0.299 at the same gaps."""
+    spent, gaps = _replay_recorded(name)
+    assert spent == pytest.approx(fraction, abs=0.0015) and spent <= 0.20
+    assert max(gaps) <= 1, gaps
+
+
+def test_asha_ranks_ties_by_val_loss_and_keeps_half_at_the_last_rung():
+    from recipe.stages.tune_asha import ASHAPruner, references, rung_value
+
+    assert rung_value(0.9, 0.2) > rung_value(0.9, 0.3) > rung_value(0.9 - 1e-6, 0.0)   # below one sample in 1e6
+    assert rung_value(0.9, float("nan")) == 0.9
+    assert references(48) == 6 and references(24) == 3 and references(8) == 3
+    assert ASHAPruner(18, 48).keep == [1 / 3, 1 / 3, 1 / 2]     # 1 -> 3 -> 9 -> 18 epochs
+    assert ASHAPruner(30, 48).keep == [1 / 3, 1 / 3, 9 / 30]
+    # trials tied at 0.9 at every rung rank by loss: 0.4 leads; 0.6 is last of 5; 0.45 is 2nd of 6 at rung 0 (the
+    # top 2 climb), then 2nd of 2 at rung 1 (the best climbs). Tied values all climbed Optuna's halving.
+    flat = lambda v, loss: [rung_value(v, loss)] * 18   # noqa: E731
+    states = _asha_study(10, [flat(0.9, 0.5)] * 3 + [flat(0.9, 0.4), flat(0.9, 0.6), flat(0.9, 0.45)])
+    assert states == [("PRUNED", 1)] * 3 + [("COMPLETE", 18), ("PRUNED", 1), ("PRUNED", 3)]
+
+
+def test_only_trials_that_can_reach_the_top_k_write_a_checkpoint():
+    import optuna
+
+    from recipe.stages.tune import can_reach_top
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for v in (0.9, 0.8, 0.7):
+        study.add_trial(optuna.trial.create_trial(value=v))
+    assert can_reach_top(study, 3, 0.75, 3)          # third so far (0.9, 0.8, 0.75)
+    assert not can_reach_top(study, 3, 0.75, 2)      # two complete trials already above it
+    assert not can_reach_top(study, 3, 0.8, 2)       # a tie ranks the earlier trial first, as summarize does
+    assert can_reach_top(study, 3, 0.85, 2)
+    assert can_reach_top(study, 0, 0.9, 1)           # itself does not count
+
+
+def test_eval_batch_size_probes_a_model_once_per_input_shape():
+    import torch
+    from torch import nn
+
+    from recipe.engine import hardware as H
+
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
+    calls = []
+    model[0].register_forward_hook(lambda *_: calls.append(1))
+    x = torch.zeros(1000, 8)
+    first = H.eval_batch_size(model, x)
+    assert H.eval_batch_size(model, x) == first == 1000 and len(calls) == 1
+    assert H.eval_batch_size(model, torch.zeros(500, 8)) == 500 and len(calls) == 1     # same row shape
+    H.eval_batch_size(model, x, precision="bf16")                                      # another precision
+    assert len(calls) == 2
 
 
 def test_asha_past_the_last_rung_never_prunes():
