@@ -79,21 +79,10 @@ def check_constant(ds, th) -> C.Check:
 
 
 def check_duplicates(ds, th, hashes) -> C.Check:
-    h = hashes["train"]
-    ordered = hashes["train_sorted"]
-    repeats = int(np.count_nonzero(ordered[1:] == ordered[:-1]))
-    frac = repeats / max(len(h), 1)
-    dup_mask = np.zeros(len(h), bool)
-    if repeats:   # which rows repeat an earlier one: only worth a stable sort when some do
-        _, first = np.unique(h, return_index=True)
-        dup_mask[:] = True
-        dup_mask[first] = False
-    ev = {"repeated_rows": repeats, "fraction": round(frac, 4), "example_rows": _rows(ds.train, dup_mask),
-          "max_fraction": th["max_fraction"]}
-    if frac > th["max_fraction"]:
-        return C.make("data.duplicates", "warn", f"{repeats} rows of train ({frac:.1%}) repeat an earlier row", ev,
-                      "Deduplicate train: repeated rows overweight some samples and inflate train scores.")
-    return C.make("data.duplicates", "pass", f"{repeats} repeated rows in train", ev)
+    """Copies (inputs and target) vs rows that only share inputs: recipe/data/duplicates.py."""
+    from recipe.data.duplicates import check_duplicates as judge
+
+    return judge(ds.train, th, hashes["train"])
 
 
 def check_leak(ds, th, hashes) -> C.Check:

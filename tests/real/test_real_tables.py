@@ -72,16 +72,16 @@ REAL_FINDINGS = {
 REAL_FOR = {
     # an MLP that stays below gradient boosting on a price table of discrete configurations (val R2 0.907 vs
     # 0.916 on 939 rows): the finding the issue names as real; later stages then refuse (exit 3)
-    "computers": {"regularize.beats-baselines": r"worse than the best dumb baseline \(gradient_boosting"},
+    "computers": {"regularize.beats-baselines": r"worse than the best dumb baseline beyond noise: .* vs gradient_boosting"},
+    # val keeps rising toward the low end of the default learning-rate range and the smallest batch size
+    # (rho 0.65 over 20 trials): the search space, not the data, is the problem, and the title says how to widen it
+    "housing": {"tune.boundary": r"the optimum lies beyond the range: .* at the (low|high) end"},
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [
-    "computers", "penguins", "seattle-weather",
-    pytest.param("housing", marks=pytest.mark.xfail(strict=False, reason=(
-        "regularize.beats-baselines fails 82 val rows on a 'noise' of 0.0004 (val 0.6805 vs linear 0.7031): "
-        "the regularize checks' item of issue 17, owned elsewhere"))),
+    "computers", "penguins", "seattle-weather", "housing",
 ])
 def test_full_run_passes_or_fails_only_on_real_findings(tmp_path, name):
     cfg, runs = _prepare(tmp_path, name), tmp_path / "runs"
@@ -97,6 +97,7 @@ def test_full_run_passes_or_fails_only_on_real_findings(tmp_path, name):
             assert invoke(STAGES[STAGES.index(stage) + 1], cfg, "--runs", runs, "-q").exit_code == 3
             return
     ens = record(runs, name, "ensemble")
-    if "ensemble.gain" in {c["id"] for c in ens["checks"] if c["status"] == "fail"}:
-        assert ens["metrics"]["final"] == "best_single" and "ensemble.gain failed" in ens["metrics"]["final_reason"]
+    if "ensemble.gain" in {c["id"] for c in ens["checks"] if c["status"] == "fail"}:   # decided on val: no look
+        assert check(ens, "ensemble.test")["status"] == "skip" and "test" not in ens["metrics"]
+        return
     assert ens["metrics"]["test"] > (0.9 if name == "penguins" else 0.5)

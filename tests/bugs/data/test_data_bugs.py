@@ -336,3 +336,19 @@ def test_rare_one_hot_level_is_no_outlier_but_a_value_outside_it_is(tmp_path):
     c = check(rec, "data.outliers")
     col = c["evidence"]["per_column"]["x3"]
     assert c["status"] == "warn" and col["count"] >= 5 and set(col["rows"]) <= set(sentinel.tolist()), c
+
+
+def test_rows_that_share_inputs_but_not_the_target_are_not_called_duplicates(tmp_path):
+    """The same PC configuration sold at different prices: real samples (was: 'Deduplicate train')."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, size=(900, 3)).astype(float)         # 27 configurations: nearly every row repeats
+    y = x @ np.array([1.0, 2.0, 3.0]) + rng.normal(0, 0.5, 900)    # a price: never the same twice
+    x[-60:], y[-60:] = x[:60], y[:60]                                # 60 exact copies, inputs and target
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    cfg = write_config(tmp_path, "name: pc\ntask: regression\ndata: {{source: d.npz}}\n", name="pc")
+    assert invoke("inspect", cfg, "--runs", tmp_path / "runs").exit_code in (0, 1)
+    c = check(record(tmp_path / "runs", "pc", "inspect"), "data.duplicates")
+    train_copies = c["evidence"]["copied_rows"]
+    assert 0 < train_copies <= 60 and c["evidence"]["same_inputs_other_target"] > 500
+    assert "share their inputs with another row but not its target" in c["title"]
+    assert c["status"] == ("warn" if train_copies / (0.7 * 900) > 0.05 else "pass")
