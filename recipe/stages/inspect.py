@@ -574,9 +574,15 @@ def _probes(ds, th, seed: int) -> tuple[C.Check, C.Check, np.ndarray]:
     return signal, noise, suspects
 
 
+def before(cfg, ctx) -> None:
+    """The runner calls this before it loads the data: the imports start during the read."""
+    _warm_imports()
+
+
 def _warm_imports() -> None:
     """Import the probes' and pictures' libraries on a side thread while the main thread reads the data:
-    pyarrow and numpy release the GIL, so a second of sklearn/matplotlib imports costs almost nothing."""
+    pyarrow and numpy release the GIL and the CSV parser keeps about one core busy, so a second of
+    sklearn/matplotlib imports costs almost nothing."""
     import threading
 
     def work():
@@ -597,7 +603,6 @@ def run(cfg, ctx) -> StageResult:
     from concurrent.futures import ThreadPoolExecutor
 
     warnings.filterwarnings("ignore", module="sklearn")   # probe warnings (ill-conditioned, convergence) are noise here
-    _warm_imports()
     ds = ctx.data()
     th = ctx.thresholds
     with ctx.progress("inspect", 15) as bar, ThreadPoolExecutor(2, thread_name_prefix="recipe-inspect") as pool:
