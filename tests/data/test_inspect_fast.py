@@ -50,3 +50,33 @@ def test_a_continuous_column_is_named_with_its_exact_level_count():
     # NaNs count as one value and -0.0 as 0.0, as np.unique counts them
     y = np.array([[0.0], [-0.0], [np.nan], [np.nan], [1.0]], np.float32)
     assert L._levels_and_bits(y, ["z"])[0] == {"max_levels_per_column": 3}
+
+
+def _signal(tmp_path, x, y):
+    from recipe import checks as C
+    from recipe.config import load as load_config
+    from recipe.data import load as load_data
+    from recipe.stages.inspect import check_signal
+    from tests.conftest import write_config
+
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    ds = load_data(load_config(write_config(tmp_path, "name: s\nseed: 0\ndata:\n  source: d.npz\n")))
+    return check_signal(ds, C.thresholds("data.signal"), 0)
+
+
+def test_signal_runs_the_trees_only_when_the_linear_probe_does_not_already_clear_min_gain(tmp_path):
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    c = _signal(tmp_path, x, y)
+    lin = c.evidence["linear"]
+    assert c.status == "pass" and lin["score"] - lin["shuffled"] > 0.5
+    assert c.evidence["trees"].startswith("not run: the linear probe's gain already clears min_gain 0.02")
+    assert abs(c.evidence["gain"] - (lin["score"] - lin["shuffled"])) < 2e-4
+    # XOR of two signs: no line separates it, so the trees must run, and they find the signal
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(8000, 2))
+    y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(int)
+    c = _signal(tmp_path, x, y)
+    assert c.evidence["linear"]["score"] - c.evidence["linear"]["shuffled"] < 0.02
+    assert c.status == "pass" and c.evidence["trees"]["score"] > 0.9 and c.evidence["gain"] > 0.3, c.evidence
