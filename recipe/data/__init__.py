@@ -8,7 +8,7 @@ import numpy as np
 
 from recipe.data import digests, seen
 from recipe.data.hashing import column_moments
-from recipe.data.sources import Table, read_source
+from recipe.data.sources import Table, read_source, small_pages
 from recipe.errors import DataError, RecipeError
 
 SPLITS = ("train", "val", "test")
@@ -426,6 +426,7 @@ def load(cfg) -> Dataset:
     """Load, split, encode and fingerprint the experiment's data; test is sealed inside."""
     from concurrent.futures import ThreadPoolExecutor
 
+    small_pages()
     # the source files are hashed on a side thread while this one reads and encodes: file reads and hashlib
     # release the GIL, and the CSV parser keeps about one core busy (recipe/data/digests.py)
     with ThreadPoolExecutor(1, thread_name_prefix="recipe-digest") as pool:

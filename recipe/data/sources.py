@@ -225,6 +225,22 @@ def _read_csv(path: Path, float32_except: Optional[str] = None):
     return table
 
 
+def small_pages() -> None:
+    """numpy asks the kernel for huge pages on large arrays; where the kernel compacts memory to find them
+    (defrag=madvise, the common default), fresh arrays stalled: 800 MB of new matrices took 1.2-2.4 s with
+    huge pages and 0.3-0.7 s without on a 2-core VM. Data arrays are written once and streamed, so huge
+    pages buy little here. (Private numpy switch, hence the guard; NUMPY_MADVISE_HUGEPAGE=1 keeps them.)"""
+    import os
+
+    if os.environ.get("NUMPY_MADVISE_HUGEPAGE") == "1":
+        return
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:
+        return
+    _set_madvise_hugepage(False)
+
+
 def _memory_pool():
     """jemalloc where this pyarrow has it, else the default pool. Reading a 1M x 50 CSV with the default
     (mimalloc) spent 2.4 s in the kernel, faulting in pages it had just given back; jemalloc 0.5 s (a 6.0 s
