@@ -34,10 +34,11 @@ def load_final(ws, config_now: dict) -> dict[str, Any]:
                     and set(failed) == {"ensemble.gain"}:
                 # a failed ensemble.gain still leaves a checked final model (the best single one); the record says why
                 return _read(ws)
-            what = ", ".join(f for f in failed if f != "ensemble.gain") or rec.get("error") or "; ".join(reasons)
-            raise GateError(f"ensemble failed ({what}): predict serves only a final model whose checks passed "
-                            "(a failed ensemble.gain alone ships the best single model); fix that and rerun "
-                            "'recipe ensemble --force'")
+            what = ", ".join(failed) or rec.get("error") or "; ".join(reasons)
+            hint = (f"or, to ship what val chose, cap it (checks: {{{failed[0]}: {{severity: warn, reason: ...}}}}) "
+                    "and rerun 'recipe ensemble'" if failed else "and rerun 'recipe ensemble'")
+            raise GateError(f"ensemble failed ({what}): predict serves only a final model whose checks passed; "
+                            f"fix that {hint}")
         raise GateError(f"ensemble is {state}: {'; '.join(reasons)}: rerun 'recipe ensemble --force'")
     return _read(ws)
 

@@ -10,19 +10,12 @@ from recipe.config import load as load_config
 from recipe.data import load as load_data
 from recipe.data.seen import FAR_SPREADS
 from tests.conftest import invoke, run_stages, write_config
+from tests.data.test_messy_tables import _csv
 from tests.data.penguins import CONFIG, write_penguins
 
 STAGES = ("inspect", "baseline", "overfit-batch", "regularize", "tune", "ensemble")
 HEADER = ["species", "island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex", "tagged"]
 CLEAN = ["Adelie", "Dream", "44.0", "18.0", "200.0", "5000.0", "male", "true"]
-
-
-def _csv(path, header, rows):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 def _row(**cells):

@@ -77,6 +77,12 @@ def check_gain(members: list[Member], same: dict[str, str], weights: np.ndarray,
             beyond = False
     ev["judged_on"] = judged if beyond else ("log-loss and accuracy" if task == "classification" else judged)
     ev["note"] = "selected and measured on val: the gain is optimistic; the test numbers are not"
+    if task == "classification" and not beyond and bool(row_correct(best.val_out, y).min() == 1):
+        # a perfect best member leaves an ensemble nothing to gain on val: no evidence of a problem either way
+        ev["best_member_val_errors"] = 0
+        return C.make("ensemble.gain", "warn", f"{best.name} already gets all {len(y)} val rows right: val leaves an "
+                      "ensemble nothing to gain, so the best single model ships", ev,
+                      "Nothing to fix; a harder or larger val split would tell members apart.")
     if len(members) == 1 or (task == "classification" and spread == 0.0 and not beyond):
         n = len(members) + len(same)
         return C.make("ensemble.gain", "fail", f"no diversity: the {n} members are the same model "

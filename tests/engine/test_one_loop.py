@@ -3,7 +3,6 @@ time budget and writes its curve (metrics.jsonl, TensorBoard) by the same rules 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,19 +13,6 @@ from recipe.engine.runlog import read_metrics
 from recipe.engine.stacked import Member, Stack, fit_stacked, fit_stacked_from_configs
 from recipe.models import create
 from tests.engine.test_runlog import _FakeWriter
-
-
-@pytest.fixture(scope="module")
-def digits():
-    from recipe.config import validate
-    from recipe.data import load
-
-    cfg = validate({"name": "s", "seed": 0, "data": {"source": "builtin:digits"},
-                    "model": {"kind": "mlp", "hidden": [24]}, "train": {"lr": 1e-3, "epochs": 3, "batch_size": 64}})
-    cfg._base_dir = Path(".")
-    ds = load(cfg)
-    dev = torch.device("cpu")
-    return cfg, ds, E.to_tensors(ds, ds.train, dev), E.to_tensors(ds, ds.val, dev)
 
 
 def _fit(model, tr, va, ds, **kw):

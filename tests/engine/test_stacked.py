@@ -6,7 +6,6 @@ and non-finite losses act per member, and a member that stops leaves the stack.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,19 +14,6 @@ from recipe.engine import train as E
 from recipe.engine.stacked import (Member, MemberDropout, fit_stacked, fit_stacked_from_configs, stack_key,
                                    why_not_stacked)
 from recipe.models import create
-
-
-@pytest.fixture(scope="module")
-def digits():
-    from recipe.config import validate
-    from recipe.data import load
-
-    cfg = validate({"name": "s", "seed": 0, "data": {"source": "builtin:digits"},
-                    "model": {"kind": "mlp", "hidden": [24]}, "train": {"lr": 1e-3, "epochs": 3, "batch_size": 64}})
-    cfg._base_dir = Path(".")
-    ds = load(cfg)
-    dev = torch.device("cpu")
-    return cfg, ds, E.to_tensors(ds, ds.train, dev), E.to_tensors(ds, ds.val, dev)
 
 
 def _alone(c, ds, tr, va):

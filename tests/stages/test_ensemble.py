@@ -71,6 +71,30 @@ def test_same_model_members_fail_with_no_diversity():
     assert "single best model" in c.advice
 
 
+def test_a_perfect_best_member_leaves_nothing_to_gain_and_warns_not_fails():
+    """penguins: the best member gets every val row right, greedy keeps it alone; that is no finding (was fail)."""
+    torch.manual_seed(2)
+    y = torch.randint(0, 3, (52,))
+    perfect = 4 * torch.nn.functional.one_hot(y, 3).float()
+    worse = perfect.clone()
+    worse[:5] = worse[:5].roll(1, dims=1)                  # 5 of 52 rows wrong
+    members = [_member("best", perfect, y), _member("other", worse, y)]
+    w = S.greedy_select([m.val_out for m in members], y, "classification", 3)
+    assert list(w) == [1.0, 0.0]
+    c = S.check_gain(members, {}, w, S.combine([m.val_out for m in members], w, "classification"), y,
+                     "classification", 3, "greedy", 0)
+    assert c.status == "warn" and c.title.startswith("best already gets all 52 val rows right"), c.title
+    assert c.evidence["best_member_val_errors"] == 0
+    # one wrong val row in the best member: kept alone is the old verdict, a fail
+    flawed = perfect.clone()
+    flawed[0] = flawed[0].roll(1)
+    members = [_member("best", flawed, y), _member("other", worse, y)]
+    w = S.greedy_select([m.val_out for m in members], y, "classification", 3)
+    c = S.check_gain(members, {}, w, S.combine([m.val_out for m in members], w, "classification"), y,
+                     "classification", 3, "greedy", 0)
+    assert c.status == "fail" and "alone" in c.title, c.title
+
+
 def test_diverse_members_pass_beyond_noise():
     torch.manual_seed(1)
     y = torch.randint(0, 3, (600,))
