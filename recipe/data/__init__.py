@@ -1,15 +1,14 @@
 """Load an experiment's data: read, split, encode (train-only statistics), fingerprint, seal test."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 
-from recipe.data import seen
+from recipe.data import digests, seen
 from recipe.data.hashing import column_moments
-from recipe.data.sources import Table, read_source
+from recipe.data.sources import Table, read_source, small_pages
 from recipe.errors import DataError, RecipeError
 
 SPLITS = ("train", "val", "test")
@@ -427,14 +426,16 @@ def load(cfg) -> Dataset:
     """Load, split, encode and fingerprint the experiment's data; test is sealed inside."""
     from concurrent.futures import ThreadPoolExecutor
 
-    tables = _tables(cfg)
-    for s, t in tables.items():
-        if t.n_rows == 0:
-            raise DataError(f"{t.origin}: the {s} split is empty (data.split.{s} too small?)")
-    # the source files are hashed on a side thread while this one encodes: file reads and hashlib release
-    # the GIL, so on two cores the digest of a 500 MB CSV costs almost no wall time
+    small_pages()
+    # the source files are hashed on a side thread while this one reads and encodes: file reads and hashlib
+    # release the GIL, and the CSV parser keeps about one core busy (recipe/data/digests.py)
     with ThreadPoolExecutor(1, thread_name_prefix="recipe-digest") as pool:
-        digests = pool.submit(_file_digests, tables)
+        early = digests.start(pool, digests.source_files(cfg))
+        tables = _tables(cfg)
+        for s, t in tables.items():
+            if t.n_rows == 0:
+                raise DataError(f"{t.origin}: the {s} split is empty (data.split.{s} too small?)")
+        files = pool.submit(digests.file_digests, tables, early)
         task, ys, classes = _encode_target(tables, cfg.task)
         xs, names, encoding = _encode_tables(tables, cfg)
         if classes is not None:
@@ -450,7 +451,7 @@ def load(cfg) -> Dataset:
         shape = tuple(int(v) for v in shape)
         splits = {s: Split(xs[s], ys[s], np.asarray(tables[s].extra.get("rows", np.arange(len(ys[s])))))
                   for s in SPLITS}
-        content = pool.submit(_content_digest, splits, (task, names, classes, shape))
+        content = pool.submit(digests.content_digest, splits, (task, names, classes, shape))
         target_stats: dict[str, float] = {}
         if task == "regression":
             ty = splits["train"].y.astype(np.float64)
@@ -461,36 +462,14 @@ def load(cfg) -> Dataset:
         ds = Dataset(
             task=task, feature_names=names, shape=shape, classes=classes,
             train=splits["train"], val=splits["val"], _test=splits["test"], norm=norm, target_stats=target_stats,
-            encoding=encoding, files=digests.result(), origin=tables["train"].origin, extra=dict(tables["train"].extra),
+            encoding=encoding, files=files.result(), origin=tables["train"].origin, extra=dict(tables["train"].extra),
         )
         ds.fingerprint = content.result()
     ds.extra.pop("rows", None)
     return ds
 
 
-def _file_digests(tables: dict[str, Table]) -> dict[str, str]:
-    from pathlib import Path
-
-    from recipe.workspace import file_digest
-
-    files: dict[str, str] = {}
-    for t in tables.values():
-        for f in t.files:
-            if f not in files:
-                files[f] = file_digest(Path(f))
-    return files
-
-
 def fingerprint(ds: Dataset) -> str:
     """Content hash of the loaded splits (features, targets, names, label mapping)."""
-    return _content_digest({"train": ds.train, "val": ds.val, "test": ds._test},
-                           (ds.task, ds.feature_names, ds.classes, ds.shape))
-
-
-def _content_digest(splits: dict[str, Split], meta: tuple) -> str:
-    h = hashlib.sha256()
-    for s in SPLITS:
-        h.update(np.ascontiguousarray(splits[s].x).data)   # the buffer itself: no 200 MB bytes copy
-        h.update(np.ascontiguousarray(splits[s].y).data)
-    h.update(repr(meta).encode())
-    return h.hexdigest()[:16]
+    return digests.content_digest({"train": ds.train, "val": ds.val, "test": ds._test},
+                                  (ds.task, ds.feature_names, ds.classes, ds.shape))

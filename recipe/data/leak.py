@@ -18,6 +18,7 @@ from recipe import checks as C
 EXAMPLES = 5
 PAIRS = (("train", "val"), ("train", "test"), ("val", "test"))
 DISCRETE_LEVELS = 20       # a column with at most this many distinct train values counts as discrete
+PREFIX_ROWS = 4096         # rows of each column looked at first for more than DISCRETE_LEVELS values
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
 
 
@@ -36,30 +37,65 @@ def _member(values: np.ndarray, ordered: np.ndarray) -> np.ndarray:
     return ordered[pos] == values
 
 
-def _repeat_rate(h: np.ndarray) -> float:
-    """Fraction of rows whose hash equals another row's in the same split (leave-one-out match rate)."""
-    if len(h) < 2:
+def _repeat_rate(ordered: np.ndarray) -> float:
+    """Fraction of rows whose hash equals another row's in the same split (leave-one-out match rate), from
+    the split's sorted hashes: a row has a twin exactly when a neighbour in sorted order equals it."""
+    if len(ordered) < 2:
         return 0.0
-    _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
-    return float((counts[inverse] > 1).mean())
+    eq = ordered[1:] == ordered[:-1]
+    twin = np.zeros(len(ordered), bool)
+    twin[1:] |= eq
+    twin[:-1] |= eq
+    return float(twin.mean())
 
 
 def _dedup_share(all_xy: np.ndarray) -> float:
-    """Share of all rows that deduplicating (keeping one row per identical inputs+target) would discard."""
-    return 1.0 - len(np.unique(all_xy)) / max(len(all_xy), 1)
+    """Share of all rows that deduplicating (keeping one row per identical inputs+target) would discard:
+    in sorted order, every row equal to its predecessor goes."""
+    if len(all_xy) < 2:
+        return 0.0
+    ordered = np.sort(all_xy)
+    return int(np.count_nonzero(ordered[1:] == ordered[:-1])) / len(all_xy)
 
 
-def _levels_and_bits(x: np.ndarray) -> tuple[list[int], float]:
-    """Distinct values per column and the sum of the columns' entropies in bits (inf once a column has many)."""
-    levels, bits = [], 0.0
-    for j in range(x.shape[1] if len(x) else 0):
-        _, counts = np.unique(x[:, j], return_counts=True)
-        levels.append(len(counts))
-        if len(counts) > DISCRETE_LEVELS:
-            return levels + [len(np.unique(x[:, k])) for k in range(j + 1, x.shape[1])], math.inf
-        p = counts / counts.sum()
-        bits += float(-(p * np.log2(p)).sum())
-    return levels, bits
+def _levels(col: np.ndarray) -> tuple[int, np.ndarray]:
+    """Distinct values of one column (NaNs count as one value, -0.0 as 0.0) and their counts."""
+    _, counts = np.unique(col, return_counts=True)
+    return len(counts), counts
+
+
+def _many_levels_column(x: np.ndarray, rows: int = PREFIX_ROWS) -> int | None:
+    """A column that holds more than DISCRETE_LEVELS distinct values within its first `rows` rows, if any:
+    more values in a part means more in the whole, so this proves it without reading the whole column."""
+    head = np.ascontiguousarray(x[:rows].T)
+    for j in range(head.shape[0]):
+        if _levels(head[j])[0] > DISCRETE_LEVELS:
+            return j
+    return None
+
+
+def _levels_and_bits(x: np.ndarray, names: list[str]) -> tuple[dict[str, Any], float]:
+    """Evidence on how discrete the inputs are, and the sum of the columns' entropies in bits (inf once a
+    column has more than DISCRETE_LEVELS values). Exact either way: every column is counted in full until one
+    shows many values (its head is looked at first, so continuous data costs one column's count)."""
+    if not len(x) or not x.shape[1]:
+        return {"max_levels_per_column": 0}, 0.0
+    many = _many_levels_column(x)
+    if many is None:
+        bits, top = 0.0, 0
+        for j in range(x.shape[1]):
+            n, counts = _levels(x[:, j])
+            if n > DISCRETE_LEVELS:
+                many = j
+                break
+            top = max(top, n)
+            p = counts / counts.sum()
+            bits += float(-(p * np.log2(p)).sum())
+        else:
+            return {"max_levels_per_column": top}, bits
+    # one column with many values decides it: not few and discrete (the other columns are not counted)
+    return {"max_levels_per_column": None, "many_levels_column": names[many],
+            "many_levels_column_levels": _levels(x[:, many])[0]}, math.inf
 
 
 def _rows(split, mask) -> list[int]:
@@ -70,7 +106,8 @@ def check_leak(ds, th, hashes, splits: dict[str, Any]) -> C.Check:
     """`hashes` holds each split's input row hashes (and train/val sorted); `splits` maps names to Split."""
     max_fraction = th["max_fraction"]
     hxy = {s: with_target(hashes[s], sp.y) for s, sp in splits.items()}
-    sorted_x = {s: hashes.get(f"{s}_sorted", np.sort(hashes[s])) for s in ("train", "val")}
+    # (a default of dict.get is evaluated even when the key is there: sort only what inspect did not)
+    sorted_x = {s: hashes[f"{s}_sorted"] if f"{s}_sorted" in hashes else np.sort(hashes[s]) for s in ("train", "val")}
     sorted_xy = {s: np.sort(hxy[s]) for s in ("train", "val")}
     ev: dict[str, Any] = {"max_fraction": max_fraction}
     worst_exact, worst_pair, inputs_only = 0.0, None, []
@@ -91,12 +128,13 @@ def check_leak(ds, th, hashes, splits: dict[str, Any]) -> C.Check:
             worst_exact, worst_pair = float(exact.sum() / n_b), (a, b, int(exact.sum()), n_b)
     a, b, n_exact, n_b = worst_pair
     # how often distinct train rows coincide on their own: the rate a fresh row from the same data meets a twin
-    repeat_xy, repeat_x = _repeat_rate(hxy["train"]), _repeat_rate(hashes["train"])
+    repeat_xy, repeat_x = _repeat_rate(sorted_xy["train"]), _repeat_rate(sorted_x["train"])
     x = splits["train"].x
-    levels, bits = _levels_and_bits(x)
+    levels, bits = _levels_and_bits(x, ds.feature_names)
+    top = levels["max_levels_per_column"]
     # few and discrete: every column has few values and, by the columns' own entropies, there are at most
     # 16x as many likely input combinations as train rows, so equal inputs are expected by chance alone
-    discrete = bool(levels) and max(levels) <= DISCRETE_LEVELS and bits <= math.log2(max(len(x), 2)) + 4
+    discrete = top is not None and 0 < top <= DISCRETE_LEVELS and bits <= math.log2(max(len(x), 2)) + 4
     # distinct samples demonstrably share inputs when train repeats inputs with other targets at least as often
     # as it repeats whole rows (a copied row repeats both)
     natural = discrete or (repeat_x > 0 and repeat_x - repeat_xy >= repeat_xy)
@@ -104,7 +142,7 @@ def check_leak(ds, th, hashes, splits: dict[str, Any]) -> C.Check:
     explained = natural and worst_exact <= repeat_xy + margin
     everything = np.concatenate([hxy[s] for s in splits])
     ev.update(worst=f"{b}_in_{a}", worst_fraction=round(worst_exact, 4), train_repeat_rate=round(repeat_xy, 4),
-              train_input_repeat_rate=round(repeat_x, 4), max_levels_per_column=max(levels, default=0),
+              train_input_repeat_rate=round(repeat_x, 4), **levels,
               input_entropy_bits=round(bits, 1) if math.isfinite(bits) else None, discrete_inputs=discrete, dedup_would_discard=round(_dedup_share(everything), 4))
     # the largest such share speaks for all pairs (each pair's count is in the evidence)
     noise_note = (f"; {max(inputs_only)[1]} (irreducible noise, not a leak)") if inputs_only else ""
@@ -120,7 +158,7 @@ def check_leak(ds, th, hashes, splits: dict[str, Any]) -> C.Check:
     if worst_exact > 0:
         why = (f"below {max_fraction:.0%}" if worst_exact <= max_fraction else
                f"as often as train repeats its own rows ({repeat_xy:.1%}): the inputs are few and discrete "
-               f"(at most {max(levels)} values per column)" if discrete else
+               f"(at most {top} values per column)" if discrete else
                f"as often as train repeats its own rows ({repeat_xy:.1%}), and train repeats inputs with other "
                f"targets at {repeat_x - repeat_xy:.1%}: distinct samples share inputs here")
         return C.make("data.leak", "warn", f"{n_exact} {b} rows ({worst_exact:.1%}) equal a {a} row in inputs and "

@@ -189,7 +189,8 @@ def _read_csv(path: Path, float32_except: Optional[str] = None):
 
     def read(column_types: dict):
         return csv.read_csv(path, parse_options=csv.ParseOptions(delimiter=delimiter),
-                            convert_options=csv.ConvertOptions(strings_can_be_null=True, column_types=column_types))
+                            convert_options=csv.ConvertOptions(strings_can_be_null=True, column_types=column_types),
+                            memory_pool=_memory_pool())
 
     try:
         try:
@@ -222,6 +223,34 @@ def _read_csv(path: Path, float32_except: Optional[str] = None):
         raise DataError(f"{path}: only one column '{table.column_names[0][:40]}' was found; "
                         "the file seems to use another delimiter than ','")
     return table
+
+
+def small_pages() -> None:
+    """numpy asks the kernel for huge pages on large arrays; where the kernel compacts memory to find them
+    (defrag=madvise, the common default), fresh arrays stalled: 800 MB of new matrices took 1.2-2.4 s with
+    huge pages and 0.3-0.7 s without on a 2-core VM. Data arrays are written once and streamed, so huge
+    pages buy little here. (Private numpy switch, hence the guard; NUMPY_MADVISE_HUGEPAGE=1 keeps them.)"""
+    import os
+
+    if os.environ.get("NUMPY_MADVISE_HUGEPAGE") == "1":
+        return
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:
+        return
+    _set_madvise_hugepage(False)
+
+
+def _memory_pool():
+    """jemalloc where this pyarrow has it, else the default pool. Reading a 1M x 50 CSV with the default
+    (mimalloc) spent 2.4 s in the kernel, faulting in pages it had just given back; jemalloc 0.5 s (a 6.0 s
+    read became 4.0 s on 2 cores, measured with scripts/bench_inspect.py's file)."""
+    import pyarrow as pa
+
+    try:
+        return pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        return None
 
 
 def _ragged_line(path: Path, delimiter: str, expected: int) -> str:
