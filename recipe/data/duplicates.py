@@ -10,30 +10,34 @@ from __future__ import annotations
 import numpy as np
 
 from recipe import checks as C
-from recipe.data.leak import with_target
+from recipe.data.leak import derive, later_repeats
 
 EXAMPLES = 5
 
 
-def _later_repeats(h: np.ndarray) -> np.ndarray:
-    """Mask of rows whose hash equals an earlier row's."""
-    mask = np.zeros(len(h), bool)
-    if len(h) > 1:
-        _, first = np.unique(h, return_index=True)
-        mask[:] = True
-        mask[first] = False
+def _later_mask(h: np.ndarray) -> np.ndarray:
+    """Mask of rows whose hash equals an earlier row's (the first of each value is not one)."""
+    mask = np.ones(len(h), bool)
+    mask[np.unique(h, return_index=True)[1]] = False
     return mask
 
 
-def check_duplicates(train, th, input_hashes: np.ndarray) -> C.Check:
-    copies = _later_repeats(with_target(input_hashes, train.y))
-    same_inputs = _later_repeats(input_hashes) & ~copies
-    n, ncopy, nshared = len(input_hashes), int(copies.sum()), int(same_inputs.sum())
+def check_duplicates(train, th, hashes: dict[str, np.ndarray]) -> C.Check:
+    """`hashes`: train's input row hashes under "train" (leak.derive adds the sorted and with-target ones)."""
+    derive(hashes, {"train": train})
+    # a copy repeats inputs and target, so every copy also repeats its inputs: the counts subtract
+    ncopy = later_repeats(hashes["train_xy_sorted"])
+    nshared = later_repeats(hashes["train_sorted"]) - ncopy
+    n = len(hashes["train"])
     frac = ncopy / max(n, 1)
-    ev = {"copied_rows": ncopy, "fraction": round(frac, 4), "example_rows": [int(r) for r in train.rows[copies][:EXAMPLES]],
-          "same_inputs_other_target": nshared, "max_fraction": th["max_fraction"]}
-    if nshared:
-        ev["example_rows_same_inputs"] = [int(r) for r in train.rows[same_inputs][:EXAMPLES]]
+    ev = {"copied_rows": ncopy, "fraction": round(frac, 4), "example_rows": [], "same_inputs_other_target": nshared,
+          "max_fraction": th["max_fraction"]}
+    if ncopy or nshared:    # which rows: only worth the stable sorts when some repeat
+        copies = _later_mask(hashes["train_xy"])
+        ev["example_rows"] = [int(r) for r in train.rows[copies][:EXAMPLES]]
+        if nshared:
+            same_inputs = _later_mask(hashes["train"]) & ~copies
+            ev["example_rows_same_inputs"] = [int(r) for r in train.rows[same_inputs][:EXAMPLES]]
     shared = (f"; {nshared} more share their inputs with another row but not its target (real samples, "
               "see data.label-conflict)") if nshared else ""
     if frac > th["max_fraction"]:

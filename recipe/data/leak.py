@@ -49,13 +49,27 @@ def _repeat_rate(ordered: np.ndarray) -> float:
     return float(twin.mean())
 
 
+def later_repeats(ordered: np.ndarray) -> int:
+    """Rows equal to an earlier row, from sorted hashes: in sorted order, every row equal to its predecessor."""
+    return int(np.count_nonzero(ordered[1:] == ordered[:-1])) if len(ordered) > 1 else 0
+
+
 def _dedup_share(all_xy: np.ndarray) -> float:
-    """Share of all rows that deduplicating (keeping one row per identical inputs+target) would discard:
-    in sorted order, every row equal to its predecessor goes."""
-    if len(all_xy) < 2:
-        return 0.0
-    ordered = np.sort(all_xy)
-    return int(np.count_nonzero(ordered[1:] == ordered[:-1])) / len(all_xy)
+    """Share of all rows that deduplicating (keeping one row per identical inputs+target) would discard."""
+    return later_repeats(np.sort(all_xy)) / len(all_xy) if len(all_xy) > 1 else 0.0
+
+
+def derive(hashes: dict[str, np.ndarray], splits: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Adds, once, each split's (inputs, target) hashes `<s>_xy` and the sorted `<s>_sorted` / `<s>_xy_sorted` of
+    train and val: data.leak and data.duplicates read the same arrays instead of hashing and sorting twice."""
+    for s, sp in splits.items():
+        if f"{s}_xy" not in hashes:
+            hashes[f"{s}_xy"] = with_target(hashes[s], sp.y)
+    for s in ("train", "val"):
+        for k in (s, f"{s}_xy"):
+            if k in hashes and f"{k}_sorted" not in hashes:
+                hashes[f"{k}_sorted"] = np.sort(hashes[k])
+    return hashes
 
 
 def _levels(col: np.ndarray) -> tuple[int, np.ndarray]:
@@ -103,12 +117,12 @@ def _rows(split, mask) -> list[int]:
 
 
 def check_leak(ds, th, hashes, splits: dict[str, Any]) -> C.Check:
-    """`hashes` holds each split's input row hashes (and train/val sorted); `splits` maps names to Split."""
+    """`hashes` holds each split's input row hashes (derive() adds the rest); `splits` maps names to Split."""
     max_fraction = th["max_fraction"]
-    hxy = {s: with_target(hashes[s], sp.y) for s, sp in splits.items()}
-    # (a default of dict.get is evaluated even when the key is there: sort only what inspect did not)
-    sorted_x = {s: hashes[f"{s}_sorted"] if f"{s}_sorted" in hashes else np.sort(hashes[s]) for s in ("train", "val")}
-    sorted_xy = {s: np.sort(hxy[s]) for s in ("train", "val")}
+    derive(hashes, splits)
+    hxy = {s: hashes[f"{s}_xy"] for s in splits}
+    sorted_x = {s: hashes[f"{s}_sorted"] for s in ("train", "val")}
+    sorted_xy = {s: hashes[f"{s}_xy_sorted"] for s in ("train", "val")}
     ev: dict[str, Any] = {"max_fraction": max_fraction}
     worst_exact, worst_pair, inputs_only = 0.0, None, []
     for a, b in PAIRS:

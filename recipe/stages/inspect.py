@@ -7,6 +7,7 @@ import numpy as np
 
 from recipe import checks as C
 from recipe.data.hashing import all_finite, column_moments, row_hashes
+from recipe.data.leak import derive
 from recipe.stage import StageResult
 
 EXAMPLES = 5  # example rows / columns shown in evidence
@@ -82,7 +83,7 @@ def check_duplicates(ds, th, hashes) -> C.Check:
     """Copies (inputs and target) vs rows that only share inputs: recipe/data/duplicates.py."""
     from recipe.data.duplicates import check_duplicates as judge
 
-    return judge(ds.train, th, hashes["train"])
+    return judge(ds.train, th, hashes)
 
 
 def check_leak(ds, th, hashes) -> C.Check:
@@ -607,7 +608,7 @@ def run(cfg, ctx) -> StageResult:
         probes = pool.submit(_probes, ds, th, cfg.seed) if non_finite.status != "fail" else None
         drawn = pool.submit(_pictures, ctx, ds)
         hashes = {s: row_hashes(sp.x) for s, sp in _splits(ds).items()}
-        hashes.update({f"{s}_sorted": np.sort(hashes[s]) for s in ("train", "val")})   # shared by two checks
+        derive(hashes, _splits(ds))     # with-target and sorted hashes, shared by data.leak and data.duplicates
         moments = column_moments(ds.train.x)   # recomputed from train alone: data.scale compares them with ds.norm
         checks = [check_load(ds), non_finite, check_constant(ds, th("data.constant")),
                   check_duplicates(ds, th("data.duplicates"), hashes), check_leak(ds, th("data.leak"), hashes),
