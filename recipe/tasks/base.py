@@ -89,3 +89,13 @@ class Task:
     def dumb_models(self, seed: int) -> dict[str, Any]:
         """The dumb baselines, unfitted (sklearn estimators whose `.score` is this task's score)."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ targets as the data loader holds them
+
+    def target_stats(self, train_y) -> dict[str, float]:
+        """Statistics of the train targets the network's targets are made with (regression: mean and std)."""
+        return {}
+
+    def network_target(self, y, target_stats: dict[str, float]):
+        """Targets (numpy, as loaded) as the network sees them: class ids, or standardized values."""
+        raise NotImplementedError

@@ -87,3 +87,6 @@ class Classification(Task):
         return {"majority": DummyClassifier(strategy="most_frequent"), "linear": LogisticRegression(max_iter=500),
                 "gradient_boosting": HistGradientBoostingClassifier(max_iter=60, random_state=seed,
                                                                     early_stopping=False)}
+
+    def network_target(self, y, target_stats):
+        return y.astype(np.int64, copy=False)
