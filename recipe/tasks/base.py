@@ -7,10 +7,11 @@ tests/tasks/. Methods take torch tensors as the engine holds them: `out` is a mo
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
-import numpy as np
-import torch
+if TYPE_CHECKING:    # annotations only: listing the tasks must not import torch (recipe schema, config checks)
+    import numpy as np
+    import torch
 
 
 class Task:

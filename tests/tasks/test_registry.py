@@ -16,6 +16,16 @@ def test_built_in_tasks_are_registered_and_unknown_names_are_a_clear_error():
         tasks.get("ordinal")
 
 
+def test_built_in_tasks_are_their_modules_and_listing_them_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from recipe import tasks; names = tasks.names(); print(names, 'torch' in sys.modules); "
+            "print([tasks.get(n).name for n in names], 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.splitlines()
+    assert out == ["['classification', 'regression'] False", "['classification', 'regression'] True"]
+
+
 def test_registering_a_second_class_under_a_taken_name_is_refused():
     class Impostor(tasks.Task):
         name = "classification"
@@ -103,3 +113,24 @@ def test_regression_answers_what_baseline_and_predict_ask():
     assert rows["net"].tolist() == [0.0, 4.0] and rows["base"].tolist() == [1.0, 4.0]
     assert (r.trivial, r.paired_test, r.memorize_loss_key, r.memorize_min_score) == ("mean", "bootstrap",
                                                                                      "regression_max_loss", None)
+
+
+def test_config_accepts_registered_tasks_only_and_the_schema_lists_them():
+    from recipe.config import ConfigError, json_schema, validate
+
+    raw = {"name": "x", "data": {"source": "builtin:iris"}}
+    with pytest.raises(ConfigError, match=r"task: must be one of classification, regression \(got 'regresion'\); "
+                                          r"did you mean 'regression'\?"):
+        validate({**raw, "task": "regresion"})
+
+    @tasks.register
+    class Toy(tasks.Task):
+        name = "toy"
+
+    try:
+        assert validate({**raw, "task": "toy"}).task == "toy"
+        assert json_schema()["properties"]["task"]["anyOf"][0]["enum"] == ["classification", "regression", "toy"]
+    finally:
+        tasks.unregister("toy")
+    with pytest.raises(ConfigError, match="task: must be one of classification, regression .got 'toy'."):
+        validate({**raw, "task": "toy"})
