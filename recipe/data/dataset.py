@@ -43,10 +43,16 @@ class Dataset:
 
     @property
     def task_object(self):
-        """The Task that owns what differs between tasks (recipe.tasks): outputs, targets, priors."""
+        """The Task that owns what differs between tasks (recipe.tasks): output width, network targets. Its
+        module imports torch, so what loading and inspect need asks `has_classes` instead (no torch there)."""
         from recipe import tasks
 
         return tasks.get(self.task)
+
+    @property
+    def has_classes(self) -> bool:
+        """The targets are class ids with a label mapping (the task has classes), not real values."""
+        return self.classes is not None
 
     @property
     def num_classes(self) -> int:
@@ -80,7 +86,7 @@ class Dataset:
 
         t = self._test
         summary = {"n": len(t.y), "row_hashes": row_hashes(t.x), "non_finite_rows": int((~np.isfinite(t.x)).any(1).sum())}
-        if self.task_object.has_classes:
+        if self.has_classes:
             summary["label_counts"] = np.bincount(t.y, minlength=self.num_classes).tolist()
         return summary
 
@@ -96,7 +102,7 @@ class Dataset:
         return self.task_object.network_target(y, self.target_stats)
 
     def class_priors(self) -> Optional[list[float]]:
-        if not self.task_object.has_classes:
+        if not self.has_classes:
             return None
         counts = np.bincount(self.train.y, minlength=self.num_classes).astype(float)
         return (counts / counts.sum()).tolist()

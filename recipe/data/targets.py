@@ -9,6 +9,11 @@ from recipe.data.sources import Table
 from recipe.errors import DataError
 
 
+# the table tasks whose targets are real values; every other task's targets are class ids. A name list, not
+# tasks.get(task).has_classes: the task modules import torch, and loading data (recipe inspect) does not
+REAL_VALUED = ("regression",)
+
+
 def _infer_task(y: np.ndarray) -> str:
     """The task a table's target implies when the config names none: labels (text, booleans, few integers)
     or real values."""
@@ -33,9 +38,7 @@ def _encode_target(tables: dict[str, Table], task: Optional[str]) -> tuple[str, 
     train_y = ys["train"]
     task = task or _infer_task(np.concatenate([np.asarray(y) for y in ys.values()]) if train_y.dtype != object
                                else train_y)
-    from recipe import tasks
-
-    if not tasks.get(task).has_classes:    # real values (regression)
+    if task in REAL_VALUED:
         out = {}
         for s, y in ys.items():
             try:

@@ -156,10 +156,6 @@ class Task:
 
     # ------------------------------------------------------------------ targets as the data loader holds them
 
-    def target_stats(self, train_y) -> dict[str, float]:
-        """Statistics of the train targets the network's targets are made with (regression: mean and std)."""
-        return {}
-
     def network_target(self, y, target_stats: dict[str, float]):
         """Targets (numpy, as loaded) as the network sees them: class ids, or standardized values."""
         raise NotImplementedError

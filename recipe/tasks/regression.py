@@ -117,11 +117,5 @@ class Regression(Task):
                 "gradient_boosting": HistGradientBoostingRegressor(max_iter=60, random_state=seed,
                                                                    early_stopping=False)}
 
-    def target_stats(self, train_y):
-        y = train_y.astype(np.float64)
-        fin = y[np.isfinite(y)]
-        return {"mean": float(fin.mean()) if fin.size else 0.0,
-                "std": float(fin.std()) if fin.size and fin.std() > 1e-12 else 1.0}
-
     def network_target(self, y, target_stats):
         return ((y - target_stats["mean"]) / target_stats["std"]).astype(np.float32)

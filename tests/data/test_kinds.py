@@ -77,3 +77,21 @@ def test_registry_refusals():
 def test_a_kind_spec_lists_its_statuses_in_the_catalogs_order():
     s = kinds.spec("data.toy", "a toy", "warn pass", max_x=3)
     assert s.stage == "inspect" and s.statuses == ("pass", "warn") and s.thresholds == {"max_x": 3}
+
+
+def test_recipe_inspect_imports_no_torch(tmp_path):
+    """Loading and inspecting data stays torch-free (the task modules import torch): a fresh `recipe inspect`
+    records no torch version, as before data kinds, and its start-up costs no torch import."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("name: t\nseed: 0\ndata: {source: builtin:diabetes}\n")
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-m", "recipe", "inspect", str(cfg), "--runs", str(tmp_path / "runs"), "-q"],
+                       cwd=root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads((tmp_path / "runs" / "t" / "inspect" / "record.json").read_text())
+    assert "torch" not in rec["versions"] and rec["data_fingerprint"] == BEFORE["builtin:diabetes"]

@@ -25,10 +25,7 @@ class Look:
     """One inspect of one Dataset. `found` carries what checks leave for pictures (label-noise suspects)."""
 
     def __init__(self, ds, cfg, thresholds: Callable[[str], dict[str, Any]], artifacts):
-        from recipe import tasks
-
         self.ds, self.cfg, self.thresholds, self.artifacts = ds, cfg, thresholds, artifacts
-        self.task = tasks.get(ds.task)
         self.seed = cfg.seed
         self.found: dict[str, Any] = {}
 

@@ -15,7 +15,7 @@ from recipe.data.kinds.registry import register
 from recipe.data.normalize import norm_stats
 from recipe.data.sources import Table, read_source, small_pages
 from recipe.data.splitting import split_indices, strat_key
-from recipe.data.targets import _encode_target, _infer_task
+from recipe.data.targets import REAL_VALUED, _encode_target, _infer_task
 from recipe.errors import DataError
 
 FINITE = ("data.non-finite", "the data holds NaN/inf")
@@ -89,11 +89,9 @@ class TableKind(DataKind):
         base = self.read(cfg, d.source)
         if base.n_rows < 3:
             raise DataError(f"{base.origin}: {base.n_rows} row(s) cannot be split into train/val/test")
-        from recipe import tasks
-
-        # stratify by the labels where the task (named, or as the target implies it) keeps their ratios
-        by_labels = d.split.stratify and base.target is not None and tasks.get(cfg.task or _infer_task(
-            base.target if base.target.dtype != object else np.array(["a"], dtype=object))).stratify
+        # stratify by the labels where the task (named, or as the target implies it) has classes
+        by_labels = d.split.stratify and base.target is not None and (cfg.task or _infer_task(
+            base.target if base.target.dtype != object else np.array(["a"], dtype=object))) not in REAL_VALUED
         strat = strat_key(base.target) if by_labels else None
         parts = split_indices(base.n_rows, strat, d.split.val, d.split.test, cfg.seed, d.split.stratify)
         tables = {}
@@ -140,9 +138,12 @@ class TableKind(DataKind):
                   for s in SPLITS}
         meta = (task, names, classes, shape)
         content = pool.submit(digests.content_digest, splits, meta) if pool is not None else None
-        from recipe import tasks
-
-        target_stats = tasks.get(task).target_stats(splits["train"].y)
+        target_stats: dict[str, float] = {}
+        if classes is None:     # real targets: the network sees them standardized with train's mean and std
+            ty = splits["train"].y.astype(np.float64)
+            fin = ty[np.isfinite(ty)]
+            target_stats = {"mean": float(fin.mean()) if fin.size else 0.0,
+                            "std": float(fin.std()) if fin.size and fin.std() > 1e-12 else 1.0}
         norm = norm_stats(splits["train"].x, d.normalize, shape)
         ds = Dataset(
             task=task, feature_names=names, shape=shape, classes=classes,
@@ -201,7 +202,7 @@ class TableKind(DataKind):
             "train_feature_mean": np.nan_to_num(mean).tolist(), "train_feature_std": np.nan_to_num(std).tolist(),
             "encoding": ds.encoding,
         }
-        if look.task.has_classes:
+        if look.ds.has_classes:
             report["class_priors"] = ds.class_priors()
             report["class_counts"] = T.label_counts(ds)
         else:

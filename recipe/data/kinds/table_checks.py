@@ -1,5 +1,5 @@
 """The table kind's array and label checks: load, non-finite, constant, duplicates, leak, label
-conflicts, imbalance, split shift, order and size. Task-specific parts ask the task (ds.task_object)."""
+conflicts, imbalance, split shift, order and size. Task-specific parts ask whether the targets are class ids (ds.has_classes)."""
 from __future__ import annotations
 
 from typing import Any
@@ -31,7 +31,7 @@ def check_non_finite(ds) -> C.Check:
             ev[s] = {"rows": int(rows.sum()), "example_rows": _rows(sp, rows),
                      "columns": [ds.feature_names[j] for j in cols[:EXAMPLES]],
                      "nan": int(np.isnan(sp.x).sum()), "inf": int(np.isinf(sp.x).sum())}
-        if not ds.task_object.has_classes:     # real targets can be NaN/inf too
+        if not ds.has_classes:     # real targets can be NaN/inf too
             ybad = ~np.isfinite(sp.y)
             if ybad.any():
                 total += int(ybad.sum())
@@ -79,7 +79,7 @@ def check_leak(ds, th, hashes) -> C.Check:
 
 
 def check_label_conflict(ds, th, hashes) -> C.Check:
-    if not ds.task_object.has_classes:
+    if not ds.has_classes:
         return C.make("data.label-conflict", "skip", f"{ds.task}: identical inputs may have different targets")
     h = np.concatenate([hashes["train"], hashes["val"]])
     y = np.concatenate([ds.train.y, ds.val.y])
@@ -110,7 +110,7 @@ def label_counts(ds) -> dict[str, list[int]]:
 
 
 def check_imbalance(ds, th) -> C.Check:
-    if not ds.task_object.has_classes:
+    if not ds.has_classes:
         y = ds.train.y[np.isfinite(ds.train.y)]
         return C.make("data.imbalance", "skip", f"{ds.task}: see data.outliers for the target's tails",
                       {"target_mean": float(y.mean()) if y.size else None, "target_std": float(y.std()) if y.size else None})
@@ -136,7 +136,7 @@ def check_imbalance(ds, th) -> C.Check:
 
 def check_split_shift(ds, th) -> C.Check:
     ev: dict[str, Any] = {"max_tv_distance": th["max_tv_distance"]}
-    if ds.task_object.has_classes:
+    if ds.has_classes:
         counts = label_counts(ds)
         p = np.asarray(counts["train"], float) / max(sum(counts["train"]), 1)
         worst = 0.0
@@ -162,7 +162,7 @@ def check_split_shift(ds, th) -> C.Check:
 
 
 def check_order(ds, th, batch_size: int) -> C.Check:
-    if not ds.task_object.has_classes:
+    if not ds.has_classes:
         y = ds.train.y[np.argsort(ds.train.rows)]
         sorted_frac = float(np.mean(np.diff(y) >= 0)) if len(y) > 1 else 0.0
         ev = {"non_decreasing_steps": round(sorted_frac, 4)}
@@ -196,7 +196,7 @@ def check_order(ds, th, batch_size: int) -> C.Check:
 def check_size(ds, th) -> C.Check:
     n = len(ds.train.y)
     ev: dict[str, Any] = {"train_rows": n, "features": ds.num_features, "min_per_class": th["min_per_class"]}
-    if ds.task_object.has_classes:
+    if ds.has_classes:
         counts = np.bincount(ds.train.y, minlength=ds.num_classes)
         small = [str(ds.classes[i]) for i in np.flatnonzero(counts < th["min_per_class"])]
         ev.update(fewest=int(counts.min()), classes_below=small[:EXAMPLES])

@@ -75,7 +75,7 @@ def check_outliers(ds, th) -> C.Check:
         status = "fail" if frac > th["max_fraction"] else "warn"
         advice = ("Look at those rows: clip, log-transform or fix the values if they are errors (a sentinel such as "
                   "-999, a unit slip); heavy but genuine tails can stay.")
-    if not ds.task_object.has_classes:     # a real target: is its tail heavy?
+    if not ds.has_classes:     # a real target: is its tail heavy?
         y = ds.train.y[np.isfinite(ds.train.y)].astype(np.float64)
         if y.size > 3 and y.std() > 0:
             kurt = float(np.mean(((y - y.mean()) / y.std()) ** 4) - 3)

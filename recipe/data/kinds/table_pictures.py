@@ -10,7 +10,7 @@ def target_picture(look) -> list[str]:
     from recipe.data.kinds.table_checks import label_counts
 
     ds = look.ds
-    if look.task.has_classes:
+    if look.ds.has_classes:
         look.artifacts.figure("class_balance.png", plots.class_balance(label_counts(ds), ds.classes))
         return ["class_balance.png"]
     look.artifacts.figure("target.png", plots.target_histogram({"train": ds.train.y, "val": ds.val.y}))

@@ -13,7 +13,7 @@ def _probe_data(ds, th):
     """Normalized train rows for a probe: all of them, or a seeded sample of th['sample'] (taken before
     normalizing, so that 1M rows cost what the sample costs)."""
     y = ds.train.y
-    idx = np.flatnonzero(np.isfinite(y)) if not ds.task_object.has_classes else np.arange(len(y))
+    idx = np.flatnonzero(np.isfinite(y)) if not ds.has_classes else np.arange(len(y))
     if len(idx) > th["sample"]:
         idx = idx[np.random.default_rng(0).choice(len(idx), th["sample"], replace=False)]
     x = np.nan_to_num(ds.normalize(ds.train.x[idx]), nan=0.0, posinf=0.0, neginf=0.0)
@@ -28,7 +28,7 @@ def check_signal(ds, th, seed: int) -> C.Check:
     x, y, _ = _probe_data(ds, th)
     if len(y) < 10:
         return C.make("data.signal", "skip", f"only {len(y)} usable train rows for a cross-validated probe")
-    cls = ds.task_object.has_classes
+    cls = ds.has_classes
     folds = min(3, int(np.bincount(y).min())) if cls else 3
     if folds < 2:
         return C.make("data.signal", "skip", "a class has a single train sample: no cross-validation possible")
