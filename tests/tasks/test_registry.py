@@ -134,3 +134,10 @@ def test_config_accepts_registered_tasks_only_and_the_schema_lists_them():
         tasks.unregister("toy")
     with pytest.raises(ConfigError, match="task: must be one of classification, regression .got 'toy'."):
         validate({**raw, "task": "toy"})
+
+
+def test_tasks_sit_below_the_engine_and_stages():
+    from tests.test_layers import PKG, _offenders
+
+    assert _offenders((PKG / "tasks").rglob("*.py"), ("recipe.stages", "recipe.runner", "recipe.cli", "recipe.engine",
+                                                       "recipe.data", "recipe.models", "recipe.stage")) == []
