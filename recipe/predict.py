@@ -220,12 +220,11 @@ def normalize(x: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
 
 
 def _model(cfg, art: dict[str, Any], overrides: dict, path: Path):
+    from recipe import tasks
     from recipe.engine.train import load_checkpoint
     from recipe.models import build
 
     mcfg = cfg.with_overrides(overrides)
-    from recipe import tasks
-
     outputs = tasks.get(art["task"]).num_outputs(len(art.get("classes") or ()))
     model = build(mcfg.model, tuple(art["shape"]), outputs)
     try:
