@@ -1,0 +1,89 @@
+"""The sequence checks pass on models and data without the bug (the planted ones are in tests/bugs/sequence)."""
+import numpy as np
+import pytest
+import torch
+
+from recipe import checks as C
+from recipe.baselines.ngram import fit_baselines
+from recipe.engine import sequence_checks as S
+from recipe.engine import sequence_targets as TG
+from tests.bugs.sequence import zoo
+
+V, T = 20, 16
+
+
+@pytest.fixture
+def tokens():
+    return torch.randint(0, V, (4, T), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("make", [lambda: zoo.TinyGPT(V, T), lambda: zoo.TinyLSTM(V),
+                                  lambda: zoo.OneHotGPT(V, T)], ids=["gpt", "lstm", "one-hot-gpt"])
+def test_causal_models_pass(tokens, make):
+    torch.manual_seed(0)
+    model = make().train()
+    c = S.check_causal(model, tokens, C.thresholds("baseline.causal"))
+    assert c.status == "pass" and c.evidence["leaks"] == []
+    assert c.evidence["positions_checked"] == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 13, 14]
+    assert model.training                                          # the check put the model back as it was
+
+
+def test_the_gpt_is_probed_through_its_token_embedding_not_the_position_one(tokens):
+    out, leaf, name = S.tapped_forward(zoo.TinyGPT(V, T), tokens)
+    assert name == "wte" and leaf.shape == (4, T, 32) and out.shape == (4, T, V)
+
+
+def test_a_classifier_output_is_skipped_not_passed(tokens):
+    c = S.check_causal(zoo.Classifier(V), tokens, C.thresholds("baseline.causal"))
+    assert c.status == "skip" and "output shape (2, 3) is not per position" in c.title
+
+
+@pytest.mark.parametrize("make", [lambda: zoo.TinyGPT(V, T), lambda: zoo.TinyLSTM(V)], ids=["gpt", "lstm"])
+def test_batch_independent_models_pass(tokens, make):
+    torch.manual_seed(0)
+    c = S.check_batch_independence(make(), tokens, C.thresholds("baseline.batch-independence"))
+    assert c.status == "pass" and c.evidence["max_effect_on_other_rows"] == 0.0 < c.evidence["max_effect_own_row"]
+
+
+@pytest.fixture(scope="module")
+def pydoc():
+    return zoo.pydoc_corpus()
+
+
+def test_next_token_targets_pass(pydoc):
+    x, y = zoo.windows(pydoc[0], 32, 64, seed=0)
+    c = TG.check_target_shift(x, y, C.thresholds("baseline.target-shift"))
+    assert c.status == "pass" and "y[t] == x[t+1] at 100.0% of positions" in c.title
+    assert c.evidence["agreement_by_lag"]["0"] < 0.2         # repeated chars (indentation): lag 0 agrees by chance only
+
+
+def test_padded_next_token_targets_pass_and_pads_are_not_counted(pydoc):
+    x, y = zoo.windows(pydoc[0], 32, 64, seed=0)
+    x[:, 20:], y[:, 19:] = 0, 0                              # a short document, padded with id 0
+    c = TG.check_target_shift(x, y, C.thresholds("baseline.target-shift"), pad_id=0)
+    assert c.status == "pass"
+
+
+def test_a_loss_with_ignore_index_passes_and_no_pads_is_a_skip():
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(4, T, V, generator=g), torch.randint(1, V, (4, T), generator=g)
+    th = C.thresholds("baseline.padding")
+    assert TG.check_padding(lambda lo, t: zoo.lm_loss(lo, t, 0), logits, y, 0, th).status == "skip"
+    y[:, 10:] = 0
+    c = TG.check_padding(lambda lo, t: zoo.lm_loss(lo, t, 0), logits, y, 0, th)
+    assert c.status == "pass" and c.evidence["loss"] == pytest.approx(c.evidence["mean_over_real_targets"], abs=1e-5)
+    ev = c.evidence
+    assert ev["loss_with_pad_logits_changed"] == pytest.approx(ev["loss"], abs=1e-5)
+    assert ev["loss_with_more_padding"] == pytest.approx(ev["loss"], abs=1e-5)
+
+
+def test_ngram_dumb_baselines_pass_on_text_and_warn_on_shuffled_tokens(pydoc):
+    train, val, chars = pydoc
+    ok = TG.check_ngram_baselines(fit_baselines(train, val, len(chars), orders=(1, 2, 3)), len(chars))
+    assert ok.id == "baseline.dumb" and ok.status == "pass" and ok.evidence["best"] == "kn3gram"
+    assert "best n-gram baseline: kn3gram, val loss 1.898 nats/token" in ok.title
+    rng = np.random.default_rng(0)
+    shuffled = [rng.permutation(d) for d in train]               # same unigram, no order left
+    bad = TG.check_ngram_baselines(fit_baselines(shuffled, [rng.permutation(d) for d in val], len(chars),
+                                                 orders=(1, 2, 3)), len(chars))
+    assert bad.status == "warn" and "no n-gram model beats the unigram" in bad.title
