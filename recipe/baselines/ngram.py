@@ -103,16 +103,27 @@ class NGram:
         n = self.order
         self.train_tokens = len(rows)
         self.orders = []
+        # rows are sliding windows: a row's context suffix is the previous row's gram suffix, except on the
+        # first row of each document, so only those few contexts are numbered on their own
+        lengths = np.array([len(d) - 1 for d in docs if len(d) >= 2])
+        first = np.zeros(len(rows), bool)
+        first[np.concatenate([[0], np.cumsum(lengths)[:-1]])] = True
         gram_ids, ctx_ids = [], []       # per order k: id of the gram ending at the target / context ending before it
-        g_prev = c_prev = np.zeros(len(rows), np.int64)
+        g_prev = np.zeros(len(rows), np.int64)
+        c_first = np.zeros(int(first.sum()), np.int64)
         for k in range(1, n + 1):
             codes: list[np.ndarray] = []
             g_code = self._number(rows, n - 1, k, g_prev, codes)
-            c_code = self._number(rows, n - 2, k, c_prev, codes) if k < n else None
-            keys = np.unique(np.concatenate(codes))
+            c_code = self._number(rows[first], n - 2, k, c_first, codes) if k < n else None
+            keys = np.unique(np.concatenate(codes))         # hashed: faster than a sort on repetitive text
             self.orders.append(Order(keys, np.zeros(0), np.zeros(0), np.zeros(0), 0.0))
             g_prev = np.searchsorted(keys, g_code)
-            c_prev = np.searchsorted(keys, c_code) if c_code is not None else None
+            c_prev = None
+            if c_code is not None:
+                c_first = np.searchsorted(keys, c_code)
+                c_prev = np.empty_like(g_prev)
+                c_prev[1:] = g_prev[:-1]
+                c_prev[first] = c_first
             gram_ids.append(g_prev)
             ctx_ids.append(c_prev)
         for k in range(n, 0, -1):
@@ -120,9 +131,11 @@ class NGram:
             g = gram_ids[k - 1]
             if k == n:
                 count = np.bincount(g, minlength=size).astype(np.float64)
-            else:   # continuation count: distinct (k+1)-grams that end in this k-gram
-                upper, first = np.unique(gram_ids[k], return_index=True)
-                count = np.bincount(g[first], minlength=size).astype(np.float64)
+            else:   # continuation count: distinct (k+1)-grams that end in this k-gram (no sort: mark, then count)
+                upper = gram_ids[k]
+                suffix_of = np.full(len(self.orders[k].keys), -1, np.int64)
+                suffix_of[upper] = g                                     # one k-suffix per (k+1)-gram
+                count = np.bincount(suffix_of[suffix_of >= 0], minlength=size).astype(np.float64)
             seen = count > 0
             n1, n2 = int((count == 1).sum()), int((count == 2).sum())
             d = discount if discount is not None else (n1 / (n1 + 2 * n2) if n1 + n2 else 0.5)

@@ -10,7 +10,6 @@ A model with no such embedding is probed by changing tokens instead (forward onl
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any, Optional
 
 import numpy as np
