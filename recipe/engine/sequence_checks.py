@@ -196,8 +196,9 @@ def window_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pad_id: Op
         for i in range(0, len(x), batch):
             logits = model(x[i:i + batch]).float()                              # (b, T, V)
             yb = y[i:i + batch]
-            ce = F.cross_entropy(logits.transpose(1, 2), yb.clamp_min(0), reduction="none")      # (b, T)
             keep = (yb != pad_id) if pad_id is not None else torch.ones_like(yb, dtype=torch.bool)
+            # a pad id may lie outside the vocabulary (-100, V): score a real id there, then drop it
+            ce = F.cross_entropy(logits.transpose(1, 2), torch.where(keep, yb, 0), reduction="none")  # (b, T)
             rows.append(((ce * keep).sum(1) / keep.sum(1).clamp_min(1)).double().cpu())
     return torch.cat(rows).numpy() if rows else np.zeros(0)
 

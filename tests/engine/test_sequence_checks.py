@@ -87,3 +87,30 @@ def test_ngram_dumb_baselines_pass_on_text_and_warn_on_shuffled_tokens(pydoc):
     bad = TG.check_ngram_baselines(fit_baselines(shuffled, [rng.permutation(d) for d in val], len(chars),
                                                  orders=(1, 2, 3)), len(chars))
     assert bad.status == "warn" and "no n-gram model beats the unigram" in bad.title
+
+
+class Uniform(torch.nn.Module):
+    def forward(self, idx):
+        return torch.zeros(*idx.shape, V)                       # every token 1/V
+
+
+def test_window_losses_count_real_targets_only(tokens):
+    y = tokens.clone()
+    y[0, 4:] = -100                                              # a pad id outside the vocabulary
+    rows = S.window_losses(Uniform(), tokens, y, pad_id=-100)
+    assert rows == pytest.approx([np.log(V)] * 4, abs=1e-6)
+    m = torch.nn.Sequential(torch.nn.Embedding(V, V))            # logits = a row per token: not uniform
+    rows = S.window_losses(m, tokens, y, pad_id=-100)
+    ce = torch.nn.functional.cross_entropy(m(tokens[0, :4]), y[0, :4])
+    assert rows[0] == pytest.approx(ce.item(), abs=1e-6)
+
+
+def test_unigram_window_losses_match_the_model_scored_directly(pydoc):
+    from recipe.baselines.ngram import NGram
+
+    train, val, chars = pydoc
+    uni = NGram(1, len(chars)).fit(train)
+    x, y = zoo.windows(val, 32, 16, seed=0)
+    rows = S.unigram_window_losses(uni, y.numpy())
+    p = uni.next_distribution([])
+    assert rows[3] == pytest.approx(-np.log(p[y[3].numpy()]).mean(), abs=1e-12)
