@@ -239,3 +239,30 @@ def check_beats_unigram(model_rows: np.ndarray, unigram_rows: np.ndarray, th: di
                       "targets line up with the inputs (baseline.target-shift).")
     return C.make("baseline.input-independent", "pass", f"the model beats the unigram model on val: "
                   f"{model_loss:.4g} vs {uni_loss:.4g} nats/token ({gain:.0%} lower)", ev)
+
+
+def check_grad_flow(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss) -> C.Check:
+    """Every parameter tensor gets a nonzero gradient from one batch's loss: `loss(logits (B, T, V), y (B, T))`.
+    A position embedding that is built but never added shows up here, before any training."""
+    import copy
+
+    m = copy.deepcopy(model).train()
+    m.zero_grad(set_to_none=True)
+    loss(m(x[:16]).float(), y[:16]).backward()
+    frozen, unused, zero = [], [], []
+    for name, p in m.named_parameters():
+        if not p.requires_grad:
+            frozen.append(name)
+        elif p.grad is None:
+            unused.append(name)
+        elif float(p.grad.abs().max()) == 0.0:
+            zero.append(name)
+    total = sum(1 for _ in m.parameters())
+    ev = {"parameters": total, "frozen": frozen[:8], "no_gradient": unused[:8], "zero_gradient": zero[:8]}
+    if frozen or unused or zero:
+        parts = [f"{len(v)} {k} ({', '.join(v[:3])})" for k, v in (("frozen", frozen), ("without gradient (unused)",
+                 unused), ("with all-zero gradient", zero)) if v]
+        return C.make("baseline.grad-flow", "fail", "parameters that will not learn: " + "; ".join(parts), ev,
+                      "Unfreeze (requires_grad=True) or remove those layers; unused ones are not in forward() "
+                      "(a position embedding never added to the token embedding leaves the model order-blind).")
+    return C.make("baseline.grad-flow", "pass", f"all {total} parameter tensors receive a gradient", ev)

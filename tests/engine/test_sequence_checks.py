@@ -114,3 +114,37 @@ def test_unigram_window_losses_match_the_model_scored_directly(pydoc):
     rows = S.unigram_window_losses(uni, y.numpy())
     p = uni.next_distribution([])
     assert rows[3] == pytest.approx(-np.log(p[y[3].numpy()]).mean(), abs=1e-12)
+
+
+def test_grad_flow_and_loss_input_pass_on_a_gpt(tokens):
+    from recipe.engine import sequence_init as SI
+
+    torch.manual_seed(0)
+    m = zoo.TinyGPT(V, T)
+    g = S.check_grad_flow(m, tokens, tokens.roll(-1, 1), zoo.lm_loss)
+    assert g.status == "pass" and g.evidence["parameters"] == len(list(m.parameters()))
+    assert SI.check_loss_input(m, tokens).status == "pass"
+
+
+def test_init_loss_and_bias_init_pass_at_uniform_and_at_the_unigram(pydoc):
+    from recipe.baselines.ngram import NGram
+    from recipe.engine import sequence_init as SI
+
+    train, val, chars = pydoc
+    unigram = NGram(1, len(chars)).fit(train)
+    x, y = zoo.windows(train, 32, 32, seed=0)
+    uni_loss = float(S.unigram_window_losses(unigram, y.numpy()).mean())
+    th_loss, th_bias = C.thresholds("baseline.init-loss"), C.thresholds("baseline.bias-init")
+    torch.manual_seed(0)
+    m = zoo.TinyGPT(len(chars), 32)
+    torch.nn.init.normal_(m.head.weight, std=0.02)
+    torch.nn.init.zeros_(m.head.bias)                            # as built: uniform
+    c = SI.check_init_loss(float(S.window_losses(m, x, y).mean()), len(chars), uni_loss, th_loss)
+    assert c.status == "pass" and c.evidence["nearest"] == "uniform (ln V)"
+    assert SI.check_bias_init(m, x, unigram, th_bias).title.endswith("from uniform")
+    with torch.no_grad():
+        m.head.bias.copy_(torch.as_tensor(SI.unigram_bias(unigram)))      # recipe's bias init: the unigram
+    c = SI.check_init_loss(float(S.window_losses(m, x, y).mean()), len(chars), uni_loss, th_loss)
+    assert c.status == "pass" and c.evidence["nearest"] == "unigram" and c.evidence["relative_error"] < 0.05
+    b = SI.check_bias_init(m, x, unigram, th_bias)
+    assert b.status == "pass" and b.title.endswith("from the unigram") and b.evidence["tv_from_unigram"] < 0.05

@@ -7,6 +7,7 @@ import torch
 from recipe import checks as C
 from recipe.baselines.ngram import NGram, fit_baselines
 from recipe.engine import sequence_checks as S
+from recipe.engine import sequence_init as SI
 from recipe.engine import sequence_targets as TG
 from tests.bugs.sequence import zoo
 
@@ -151,3 +152,31 @@ def test_gpt_without_position_embedding_does_not_beat_the_unigram():
     assert "does no better than the unigram model" in bad.title and bad.evidence["relative_loss_gain"] < 0.05
     assert bad.evidence["val_loss_unigram"] == pytest.approx(np.log(16), abs=0.01)
     assert good.status == "pass" and good.evidence["relative_loss_gain"] > 0.25    # ideal: 1/3 (one token in 3)
+
+
+def test_position_embedding_never_added_gets_no_gradient(tokens):
+    torch.manual_seed(0)
+    c = S.check_grad_flow(zoo.TinyGPT(V, T, positions=False), tokens, tokens.roll(-1, 1), zoo.lm_loss)
+    assert c.id == "baseline.grad-flow" and c.status == "fail"
+    assert c.evidence["no_gradient"] == ["wpe.weight"] and "1 without gradient (unused) (wpe.weight)" in c.title
+
+
+def test_probabilities_fed_to_cross_entropy(tokens):
+    torch.manual_seed(0)
+    c = SI.check_loss_input(zoo.SoftmaxGPT(V, T), tokens)
+    assert c.id == "baseline.loss-input" and c.status == "fail" and c.evidence["mean_row_sum"] == pytest.approx(1.0)
+
+
+def test_an_overconfident_output_layer_fails_init_loss_and_bias_init(pydoc):
+    train, val, chars = pydoc
+    unigram = NGram(1, len(chars)).fit(train)
+    x, y = zoo.windows(train, 32, 32, seed=0)
+    torch.manual_seed(0)
+    m = zoo.HotStartGPT(len(chars), 32)
+    init = float(S.window_losses(m, x, y).mean())
+    c = SI.check_init_loss(init, len(chars), float(S.unigram_window_losses(unigram, y.numpy()).mean()),
+                           C.thresholds("baseline.init-loss"))
+    assert c.status == "fail" and "is too high: expected ~4.635 (ln V) or ~3.2" in c.title and init > 8
+    b = SI.check_bias_init(m, x, unigram, C.thresholds("baseline.bias-init"))
+    assert b.id == "baseline.bias-init" and b.status == "fail"
+    assert b.evidence["tv_from_unigram"] > 0.1 and b.evidence["tv_from_uniform"] > 0.1

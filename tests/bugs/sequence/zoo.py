@@ -185,3 +185,19 @@ def train(model, x, y, steps: int, lr: float = 3e-3, batch: int = 32, seed: int 
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+class SoftmaxGPT(TinyGPT):
+    """Planted: returns probabilities, then trained with cross_entropy as if they were logits."""
+
+    def forward(self, idx):
+        return super().forward(idx).softmax(-1)
+
+
+class HotStartGPT(TinyGPT):
+    """Planted: output weights at std 1 instead of 0.02 and a large bias: confident and wrong at init."""
+
+    def __init__(self, vocab, block, **kw):
+        super().__init__(vocab, block, **kw)
+        nn.init.normal_(self.head.weight, std=3.0)
+        nn.init.normal_(self.head.bias, std=3.0)
