@@ -100,16 +100,20 @@ def _causal_by_perturbation(model, x, out, positions, rtol, seed) -> tuple[list[
     g = torch.Generator().manual_seed(seed)
     V = out.shape[-1]
     scale = float(out.detach().abs().max()) or 1.0
+    checked = set(positions)
     first: dict[int, int] = {}                 # t -> first later position s that moves it
+    own = 0.0                                  # how far a changed token moves its own position's output
     for s in sorted({p + 1 for p in positions}):
         x2 = x.clone()
         x2[:, s] = (x[:, s] + torch.randint(1, V, x[:, s].shape, generator=g).to(x.device)) % V
         with torch.no_grad():
-            moved = (model(x2)[:, :s].float() - out[:, :s].float()).abs().amax(dim=(0, 2))    # (s,)
-        for t in torch.nonzero(moved > rtol * scale).reshape(-1).tolist():
-            first.setdefault(t, s)
+            moved = (model(x2)[:, :s + 1].float() - out[:, :s + 1].float()).abs().amax(dim=(0, 2))   # (s+1,)
+        own = max(own, float(moved[s]))
+        for t in torch.nonzero(moved[:s] > rtol * scale).reshape(-1).tolist():
+            if t in checked:
+                first.setdefault(t, s)
     leaks = [{"t": t, "sees": s} for t, s in sorted(first.items())]
-    return leaks, scale
+    return leaks, own
 
 
 def check_causal(model: nn.Module, x: torch.Tensor, th: dict, seed: int = 0) -> C.Check:

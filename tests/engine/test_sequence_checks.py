@@ -148,3 +148,8 @@ def test_init_loss_and_bias_init_pass_at_uniform_and_at_the_unigram(pydoc):
     assert c.status == "pass" and c.evidence["nearest"] == "unigram" and c.evidence["relative_error"] < 0.05
     b = SI.check_bias_init(m, x, unigram, th_bias)
     assert b.status == "pass" and b.title.endswith("from the unigram") and b.evidence["tv_from_unigram"] < 0.05
+
+
+def test_a_model_that_ignores_its_tokens_is_a_causal_skip_not_a_pass(tokens):
+    c = S.check_causal(Uniform(), tokens, C.thresholds("baseline.causal"))
+    assert c.status == "skip" and "do not depend on the tokens" in c.title

@@ -53,6 +53,8 @@ def test_without_an_embedding_module_tokens_are_changed_instead(tokens):
     c = causal(zoo.OneHotGPT(V, T, causal=False), tokens)
     assert c.status == "fail" and "changing one later token" in c.evidence["method"]
     assert (c.evidence["leaks"][0]["t"], c.evidence["leaks"][0]["sees"]) == (0, 1)
+    n = len(S.check_positions(T))
+    assert f"({n} of {n} positions leak)" in c.title
 
 
 def test_batch_and_time_swapped_mixes_the_batch(tokens):
