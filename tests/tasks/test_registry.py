@@ -142,3 +142,10 @@ def test_targets_as_the_network_sees_them():
     assert ids.dtype == np.int64 and ids.tolist() == [2, 0, 1]
     z = r.network_target(np.array([3.0, 5.0], np.float32), {"mean": 3.0, "std": 0.5})
     assert z.dtype == np.float32 and z.tolist() == [0.0, 4.0]
+
+
+def test_tasks_sit_below_the_engine_and_stages():
+    from tests.test_layers import PKG, _offenders
+
+    assert _offenders((PKG / "tasks").rglob("*.py"), ("recipe.stages", "recipe.runner", "recipe.cli", "recipe.engine",
+                                                       "recipe.data", "recipe.models", "recipe.stage")) == []
