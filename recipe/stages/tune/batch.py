@@ -42,7 +42,7 @@ def run_batch(study, trials: list, objective, tick=None) -> None:
     from optuna.storages._heartbeat import get_heartbeat_thread
 
     from recipe.engine.stacked import fit_stacked_from_configs, stack_key, why_not_stacked
-    from recipe.stages.tune import _run_trial
+    from recipe.stages.tune.stage import _run_trial
 
     told: set[int] = set()
     with contextlib.ExitStack() as beats:
@@ -93,7 +93,7 @@ def _held(report):
 
 
 def _fail_untold(study, trials: list, error: BaseException) -> None:
-    from recipe.stages.tune import _run_trial
+    from recipe.stages.tune.stage import _run_trial
 
     def reraise(_trial):
         raise error

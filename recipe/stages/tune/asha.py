@@ -31,7 +31,7 @@ import math
 from optuna.pruners import BasePruner
 from optuna.trial import TrialState
 
-from recipe.stages.optuna_private import rung_key, set_system_attr
+from recipe.stages.tune.optuna_private import rung_key, set_system_attr
 
 REDUCTION = 3       # rungs grow x3 in epochs; each rung below the last keeps the top third
 FIRST_RUNG = 1      # epochs: on digits, epoch-1 ranks keep the best trials as often as epoch-2 ranks
@@ -93,7 +93,7 @@ class ASHAPruner(BasePruner):
 
     def _last_hope(self, study, trial) -> bool:
         """True when no trial completed, none other is running and the budget ends with this one."""
-        from recipe.stages.tune import counted
+        from recipe.stages.tune.stage import counted
 
         trials = study.get_trials(deepcopy=False)
         if any(t.state == TrialState.COMPLETE or (t.state == TrialState.RUNNING and t.number != trial.number)

@@ -98,7 +98,7 @@ def check_before_stage(cfg, ctx) -> None:
         _durable_write(path, [_set_aside(path)])
         return
     if looks and not ctx.options.force:
-        from recipe.stages import test_reuse as R
+        from recipe.stages.ensemble import reuse as R
 
         now = R.inputs(cfg.model_dump(mode="json"), ctx.workspace)
         scored = [k for k in looks if k.get("status") == "scored"]
@@ -193,7 +193,7 @@ def _r(v: float, nd: int = 4) -> Optional[float]:
 def evaluate_test(cfg, ctx, ds, final_out: torch.Tensor, ty: torch.Tensor, others: dict[str, torch.Tensor]):
     """Scores, interval, per-class table, confusion matrix and calibration of the final model on test."""
     from recipe import plots
-    from recipe.stages.ensemble import _score, bootstrap_score   # ensemble imports this module: import late
+    from recipe.stages.ensemble.stage import _score, bootstrap_score   # ensemble imports this module: import late
 
     s = _score(final_out, ty, ds.task, ds.num_classes)
     lo, hi = bootstrap_score(final_out, ty, ds.task, cfg.seed)

@@ -19,11 +19,11 @@ from torch import nn
 from recipe import checks as C
 from recipe.errors import RecipeError
 from recipe.stage import StageResult
-from recipe.stages import ensemble_look as L
-from recipe.stages import sealed_test as T
-from recipe.stages.ensemble_gain import check_gain, disagreement, judged_text  # noqa: F401 (public names)
-from recipe.stages.distill import TEMPERATURE, check_student, distill  # noqa: F401 (TEMPERATURE: public name)
-from recipe.stages.sealed_test import calibration, check_test, evaluate_test, per_class  # noqa: F401 (public names)
+from recipe.stages.ensemble import look as L
+from recipe.stages.ensemble import sealed_test as T
+from recipe.stages.ensemble.gain import check_gain, disagreement, judged_text  # noqa: F401 (public names)
+from recipe.stages.ensemble.distill import TEMPERATURE, check_student, distill  # noqa: F401 (TEMPERATURE: public name)
+from recipe.stages.ensemble.sealed_test import calibration, check_test, evaluate_test, per_class  # noqa: F401 (public names)
 
 before = T.check_before_stage   # the runner calls this before loading data: the ledger's gate
 

@@ -27,10 +27,10 @@ from recipe import checks as C
 from recipe.config import digest_json
 from recipe.errors import RecipeError
 from recipe.stage import StageResult
-from recipe.stages.tune_batch import batch_size
-from recipe.stages.tune_bounds import widen
-from recipe.stages.tune_storage import StudyLock, _public, open_storage   # noqa: F401  (tune.open_storage for callers)
-from recipe.stages.tune_workers import run_jobs   # noqa: F401  (worker processes; tune.run_jobs for callers)
+from recipe.stages.tune.batch import batch_size
+from recipe.stages.tune.bounds import widen
+from recipe.stages.tune.storage import StudyLock, _public, open_storage   # noqa: F401  (tune.open_storage for callers)
+from recipe.stages.tune.workers import run_jobs   # noqa: F401  (worker processes; tune.run_jobs for callers)
 
 SHARED_LOCK = True          # several `recipe tune` processes (and machines) may add trials to one study
 PRESERVE = ("study",)       # the journal and trial checkpoints survive reruns: a killed study resumes
@@ -159,8 +159,8 @@ def make_pruner(name: str, epochs: int = 0, budget: int = 0):
     """`epochs`: the longest a trial trains; `budget`: the study's trial count (ASHA fits its rungs to both)."""
     import optuna
 
-    if name == "asha":   # rungs at 1, 3, 9 of 18 epochs (recipe/stages/tune_asha.py)
-        from recipe.stages.tune_asha import ASHAPruner
+    if name == "asha":   # rungs at 1, 3, 9 of 18 epochs (recipe/stages/tune/asha.py)
+        from recipe.stages.tune.asha import ASHAPruner
 
         return ASHAPruner(epochs, budget)
     if name == "median":
@@ -286,7 +286,7 @@ class Objective:
         """The engine's on_epoch: per-epoch val reports feed the pruner, which may stop the run."""
         from recipe.engine import train as E
 
-        from recipe.stages.tune_asha import rung_value
+        from recipe.stages.tune.asha import rung_value
 
         pruning = self.plan.pruner != "none"
 
@@ -369,7 +369,7 @@ def work(cfg, ds, device, plan: Plan, worker: int = 0, tick=None, parent: Option
     """Take trials until the study holds plan.trials counted trials (or the grid is exhausted). Returns trials run."""
     from optuna.storages._heartbeat import get_heartbeat_thread
 
-    from recipe.stages.tune_batch import run_batch
+    from recipe.stages.tune.batch import run_batch
 
     study = join_study(cfg, plan)
     objective = Objective(cfg, ds, device, plan)
