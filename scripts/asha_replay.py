@@ -51,7 +51,7 @@ def record(data: str, trials: int, epochs: int, seed: int) -> tuple[dict[int, li
 
 def replay(curves: dict[int, list[list[float]]], epochs: int, pruner) -> tuple[int, float]:
     """(epochs trained, best complete value) of a sequential study that prunes with `pruner`; each epoch reports
-    what tune's Objective reports (tune_asha.rung_value of the val score and loss)."""
+    what tune's Objective reports (tune.asha.rung_value of the val score and loss)."""
     from recipe.stages.tune.asha import rung_value
 
     used = [0]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recipe.stages import ensemble as S
-from recipe.stages.ensemble import stage as SS
+from recipe.stages.ensemble import stats as SS
 from tests.conftest import IRIS, check, invoke, record, run_stages, write_config
 
 STAGES = ("inspect", "baseline", "overfit-batch", "regularize", "tune", "ensemble")

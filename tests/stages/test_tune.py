@@ -163,7 +163,7 @@ def test_jobs_2_spawned_worker_takes_its_share_and_imports_torch_passive(tmp_pat
     from recipe.config import validate
     from recipe.data import load
     from recipe.stages import tune as T
-    from recipe.stages.tune import workers as W
+    from recipe.stages.tune import jobs as W
 
     cfg = validate({"name": "w", "seed": 0, "data": {"source": "builtin:digits"}, "model": {"kind": "mlp",
                     "hidden": [8]}, "train": {"epochs": 1}})
@@ -405,26 +405,6 @@ def test_asha_past_the_last_rung_never_prunes():
     # complete trial's 0.9 at 27); past our last rung it completes
     states = _asha_study(5, [flat(0.5), flat(0.6), flat(0.7), flat(0.9), [0.95] * 26 + [0.5] * 4])
     assert states[3:] == [("COMPLETE", 30), ("COMPLETE", 30)]
-
-
-def test_optuna_private_names_still_exist():
-    """tune leans on three Optuna private names (recipe/stages/optuna_private.py): if an Optuna upgrade renames
-    one, this fails here, by name, instead of ASHA or the worker accounting misbehaving quietly."""
-    import optuna
-
-    from recipe.stages.tune import optuna_private as P
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize",
-                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
-    trial = study.ask()
-    assert isinstance(P.trial_id(trial), int)
-    P.set_system_attr(study, trial, "recipe:probe", 7)
-    trial.report(0.5, 1)
-    trial.should_prune()       # records the rung-0 value under the key P.rung_key(0) names
-    frozen = P.storage_of(study).get_trial(P.trial_id(trial))
-    assert frozen.system_attrs["recipe:probe"] == 7
-    assert frozen.system_attrs[P.rung_key(0)] == 0.5
 
 
 def test_rerun_continues_to_total(tmp_path):

@@ -1,4 +1,8 @@
-"""Stage 6, ensemble: `run` is the stage (recipe/stages/ensemble/stage.py); the names below are what callers import."""
-from recipe.stages.ensemble.stage import (  # noqa: F401  (the stage, the runner's gate and public names)
-    BOOTSTRAP, TEMPERATURE, Member, before, bootstrap_score, calibration, check_gain, check_student, combine,
-    distill, drop_duplicates, greedy_select, paired_bootstrap, per_class, run)
+"""Stage 6, ensemble: `run` is the stage (ensemble/stage.py); the other names are what callers and tests import."""
+from recipe.stages.ensemble.distill import TEMPERATURE, check_student, distill  # noqa: F401
+from recipe.stages.ensemble.gain import check_gain, disagreement, judged_text  # noqa: F401
+from recipe.stages.ensemble.members import Member, drop_duplicates, gather_members  # noqa: F401
+from recipe.stages.ensemble.sealed_test import calibration, check_test, evaluate_test, per_class  # noqa: F401
+from recipe.stages.ensemble.selection import combine, greedy_select  # noqa: F401
+from recipe.stages.ensemble.stage import before, run  # noqa: F401  (the runner reads these two)
+from recipe.stages.ensemble.stats import BOOTSTRAP, bootstrap_score, paired_bootstrap  # noqa: F401

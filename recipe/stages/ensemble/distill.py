@@ -10,7 +10,7 @@ from torch import nn
 from recipe import checks as C
 
 if TYPE_CHECKING:
-    from recipe.stages.ensemble.stage import Member
+    from recipe.stages.ensemble.members import Member
 
 TEMPERATURE = 2.0        # Hinton et al. 2015: soft targets at T > 1 carry the teacher's "dark knowledge"
 
@@ -31,7 +31,8 @@ def distill(cfg, ctx, ds, best: Member, members: list[Member], weights) -> tuple
     from recipe.engine import train as E
     from recipe.engine.monitors import compact
     from recipe.models import create
-    from recipe.stages.ensemble.stage import _curve, combine   # ensemble imports this module: import late
+    from recipe.stages.ensemble.members import _curve
+    from recipe.stages.ensemble.selection import combine
 
     tr, va = ctx.tensors("train"), ctx.tensors("val")
     precision = cfg.train.precision
@@ -57,7 +58,7 @@ def check_student(student_out: torch.Tensor, replaced_out: torch.Tensor, replace
     """ensemble.distill: the student ships only if its val score is within noise of (or above) the model it
     replaces. "Worse beyond noise" is the one-sided 95% paired-bootstrap bound of (replaced - student) per val
     row above 0: correctness for classification, squared error (reversed) for regression."""
-    from recipe.stages.ensemble.stage import _lower, _score, paired_bootstrap, row_correct, row_loss   # import late
+    from recipe.stages.ensemble.stats import _lower, _score, paired_bootstrap, row_correct, row_loss
     out = torch.log_softmax(student_out.float(), 1) if task == "classification" else student_out
     s, r = _score(out, y, task, num_classes), _score(replaced_out, y, task, num_classes)
     if task == "classification":

@@ -14,7 +14,7 @@ import torch
 from recipe import checks as C
 
 if TYPE_CHECKING:
-    from recipe.stages.ensemble.stage import Member
+    from recipe.stages.ensemble.members import Member
 
 
 def disagreement(outputs: list[torch.Tensor], task: str) -> float:
@@ -39,7 +39,7 @@ def loss_name(task: str) -> str:
 def check_gain(members: list[Member], same: dict[str, str], weights: np.ndarray, ens_out: torch.Tensor,
                y: torch.Tensor, task: str, num_classes: int, method: str, seed: int) -> C.Check:
     """ensemble.gain: the ensemble must beat the best single member on val beyond bootstrap noise."""
-    from recipe.stages.ensemble.stage import _lower, _score, paired_bootstrap, row_correct, row_loss   # import late
+    from recipe.stages.ensemble.stats import _lower, _score, paired_bootstrap, row_correct, row_loss
 
     best = max(members, key=lambda m: (m.val, -m.val_loss))
     ens = _score(ens_out, y, task, num_classes)

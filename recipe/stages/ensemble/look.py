@@ -52,7 +52,7 @@ def take(cfg, ctx, ds, final: str, used, best, student) -> Look:
     """The test numbers of the final model (and of the alternatives, for the record): reused when a scored look
     evaluated exactly these models, else one new look, on disk before the rows are handed out."""
     from recipe.engine import train as E
-    from recipe.stages.ensemble.stage import combine
+    from recipe.stages.ensemble.selection import combine
 
     key = R.model_key(cfg, ctx, ds, final, used, best, student)
     looks = T.read_looks(T.ledger_path(ctx))

@@ -193,7 +193,7 @@ def _r(v: float, nd: int = 4) -> Optional[float]:
 def evaluate_test(cfg, ctx, ds, final_out: torch.Tensor, ty: torch.Tensor, others: dict[str, torch.Tensor]):
     """Scores, interval, per-class table, confusion matrix and calibration of the final model on test."""
     from recipe import plots
-    from recipe.stages.ensemble.stage import _score, bootstrap_score   # ensemble imports this module: import late
+    from recipe.stages.ensemble.stats import _score, bootstrap_score
 
     s = _score(final_out, ty, ds.task, ds.num_classes)
     lo, hi = bootstrap_score(final_out, ty, ds.task, cfg.seed)
