@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from recipe import checks as C
+from recipe import tasks
 from recipe.errors import GateError
 from recipe.stages.ensemble import sealed_test as T
 from recipe.stages.ensemble import reuse as R
@@ -76,7 +77,7 @@ def take(cfg, ctx, ds, final: str, used, best, student) -> Look:
     ty = torch.from_numpy(np.ascontiguousarray(ds.target(test.y))).to(ctx.device)
 
     def probs(out):
-        return torch.log_softmax(out, 1) if task == "classification" else out
+        return tasks.get(task).as_output(out)
 
     ens_out = combine([E.predict(m.model, tx, precision=precision) for m, _ in used], [w for _, w in used], task)
     single_out = E.predict(best.model, tx, precision=precision)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from recipe import checks as C
+from recipe import tasks
 from recipe.errors import GateError
 from recipe.workspace import atomic_write_json
 
@@ -198,9 +199,9 @@ def evaluate_test(cfg, ctx, ds, final_out: torch.Tensor, ty: torch.Tensor, other
     s = _score(final_out, ty, ds.task, ds.num_classes)
     lo, hi = bootstrap_score(final_out, ty, ds.task, cfg.seed)
     result: dict[str, Any] = {"score": s["score"], "ci95": [lo, hi], "loss": s["loss"], "rows": len(ty),
-                              "metric": "accuracy" if ds.task == "classification" else "R²",
+                              "metric": tasks.get(ds.task).metric_label,
                               "others": {k: _score(o, ty, ds.task, ds.num_classes)["score"] for k, o in others.items()}}
-    if ds.task == "classification":
+    if tasks.get(ds.task).has_classes:
         y = ty.cpu().numpy()
         pred = final_out.argmax(1).cpu().numpy()
         cm = np.zeros((ds.num_classes, ds.num_classes), dtype=np.int64)

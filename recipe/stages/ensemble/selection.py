@@ -6,6 +6,7 @@ import math
 import numpy as np
 import torch
 
+from recipe import tasks
 from recipe.stages.ensemble.stats import _score
 
 GREEDY_STEPS = 25        # Caruana et al. 2004: forward selection with replacement, best prefix kept
@@ -13,12 +14,8 @@ GREEDY_INIT = 3          # ... initialised with (up to) the best few members ("s
 
 
 def combine(outputs: list[torch.Tensor], weights, task: str) -> torch.Tensor:
-    """Weighted average of probabilities (classification; returns log-probs) or of predictions."""
-    w = [float(v) for v in weights]
-    if task == "classification":
-        probs = sum(wi * torch.softmax(o.float(), 1) for wi, o in zip(w, outputs) if wi > 0)
-        return torch.log(probs.clamp_min(1e-12))
-    return sum(wi * o.reshape(len(o), -1)[:, 0] for wi, o in zip(w, outputs) if wi > 0)
+    """The task's weighted average (probabilities, returned as log-probs; or predictions)."""
+    return tasks.get(task).combine(outputs, [float(v) for v in weights])
 
 
 def _key(out: torch.Tensor, y: torch.Tensor, task: str, num_classes: int, floor: float = math.inf) -> tuple:

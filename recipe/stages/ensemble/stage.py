@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-import torch
 
 from recipe import checks as C
+from recipe import tasks
 from recipe.stage import StageResult
 from recipe.stages.ensemble import look as L
 from recipe.stages.ensemble import sealed_test as T
@@ -62,8 +62,7 @@ def run(cfg, ctx) -> StageResult:
             student, student_info = distill(cfg, ctx, ds, best, [m for m, _ in used], [w for _, w in used])
             student_val_out = E.predict(student, va.x, precision=precision)
             student_info["val"] = _score(student_val_out, va.y, task, k)["score"]
-            replaced_out = ens_val_out if final == "ensemble" else \
-                (torch.log_softmax(best.val_out.float(), 1) if task == "classification" else best.val_out)
+            replaced_out = ens_val_out if final == "ensemble" else tasks.get(task).as_output(best.val_out)
             verdict = check_student(student_val_out, replaced_out, final, va.y, task, k, cfg.seed)
             checks.append(verdict)
             student_info["shipped"] = verdict.status == "pass"
@@ -165,6 +164,6 @@ def _health(gathered: list[Member], student_info: Optional[dict]) -> list:
 
 def _val_line(n: int, method: str, task: str, ens: float, best: float, gain: C.Check) -> str:
     """The val half of the summary, naming the metric ensemble.gain was judged on (it may not be the score)."""
-    metric = "accuracy" if task == "classification" else "R²"
+    metric = tasks.get(task).metric_label
     return (f"ensemble of {n} ({method}): val {metric} {ens:.4f} vs best single {best:.4f}, "
             f"{judged_text(gain)}")

@@ -6,14 +6,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from recipe import tasks
+
 BOOTSTRAP = 1000
 
 
 def row_loss(out: torch.Tensor, y: torch.Tensor, task: str) -> np.ndarray:
-    """Per-row negative log-likelihood (classification) or squared error, as float64."""
-    if task == "classification":
-        return torch.nn.functional.cross_entropy(out, y, reduction="none").double().cpu().numpy()
-    return ((out.reshape(len(out), -1)[:, 0] - y) ** 2).double().cpu().numpy()
+    """The task's per-row loss (negative log-likelihood, squared error), as float64."""
+    return tasks.get(task).row_loss(out, y).cpu().numpy()
 
 
 def row_correct(out: torch.Tensor, y: torch.Tensor) -> np.ndarray:
@@ -54,8 +54,8 @@ def _lower(delta: np.ndarray, seed: int) -> float:
 
 
 def bootstrap_score(out: torch.Tensor, y: torch.Tensor, task: str, seed: int) -> tuple[float, float]:
-    """95% bootstrap interval of accuracy or R² on a split."""
-    if task == "classification":
+    """95% bootstrap interval of accuracy (tasks with classes) or R² on a split."""
+    if tasks.get(task).has_classes:
         correct = row_correct(out, y)
         stats = resampled(len(y), seed, lambda idx: correct[idx].mean(1))
     else:
