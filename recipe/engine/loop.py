@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
 
+from recipe import tasks
+
 _clock = time.perf_counter      # the loop's clock (a test may replace it)
 
 
@@ -109,6 +111,7 @@ class _Loop:
         self.metric = early_stopping.get("metric", "val_loss")
         self.patience = early_stopping.get("patience")
         self.restore_best, self.has_val, self.eval_train = restore_best, has_val, eval_train
+        self.task = tasks.get(s.task)
         self.t_last = _clock()
 
     def _charge(self) -> None:
@@ -157,7 +160,7 @@ class _Loop:
         if v is not None:
             run.last_eval = v
             row.update(val_loss=v["loss"], val_score=v["score"])
-            row["val_accuracy" if self.s.task == "classification" else "val_r2"] = v["score"]
+            row[f"val_{self.task.metric}"] = v["score"]           # val_accuracy, val_r2, val_nats
             if "per_class" in v:
                 row["val_per_class"] = v["per_class"]
         row["seconds"] = round(run.seconds, 4)
@@ -166,7 +169,8 @@ class _Loop:
         if run.progress is not None:
             run.progress(epoch, row)
         if v is not None:
-            value = row["val_loss"] if self.metric == "val_loss" else -row["val_score"]
+            value = row["val_loss"] if self.metric == "val_loss" else \
+                (-row["val_score"] if self.task.higher_is_better else row["val_score"])
             if value < run.best_value - 1e-9:
                 run.best_value, run.since_best, r.best_epoch = value, 0, epoch
                 r.best = {"loss": row["val_loss"], "score": row["val_score"]}
