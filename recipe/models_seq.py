@@ -93,7 +93,7 @@ class GPT(nn.Module):
     pre-norm blocks, a final LayerNorm and a head. The language-model head shares the token embedding's weight
     (weight tying) and keeps a bias, so recipe can start it at the log unigram frequencies."""
 
-    def __init__(self, vocab_size: int, block_size: int, num_outputs: int, n_layer: int = 4, n_head: int = 4,
+    def __init__(self, vocab_size: int, block_size: int, num_outputs: int, n_layer: int = 2, n_head: int = 4,
                  n_embd: int = 128, dropout: float = 0.0, tie_weights: bool = True, pool: Optional[str] = None,
                  pad_id: Optional[int] = None):
         super().__init__()
