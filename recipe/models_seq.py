@@ -209,6 +209,37 @@ def build_sequence(model_cfg, vocab_size: int, block_size: int, num_outputs: int
     return from_import_path(kind, vocab_size, block_size, num_outputs, model_cfg.args)
 
 
+def create_sequence(model_cfg, vocab_size: int, block_size: int, num_outputs: int, *, task: str, seed: int,
+                    pad_id: Optional[int] = None, priors: Optional[list[float]] = None) -> nn.Module:
+    """The sequence analogue of models.create: seeded, built, the output bias set to the task's (log unigram or
+    class priors, when given), and one forward on two all-zero windows, so a wrong output shape is a clear
+    error (exit 2) before training."""
+    from recipe import tasks
+    from recipe.models import final_layer
+
+    torch.manual_seed(seed)
+    model = build_sequence(model_cfg, vocab_size, block_size, num_outputs, task=task, pad_id=pad_id)
+    t = tasks.get(task)
+    layer = final_layer(model, num_outputs)
+    if priors is not None and layer is not None and layer.bias is not None:
+        with torch.no_grad():
+            layer.bias.copy_(t.output_bias(priors).to(layer.bias))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, block_size, dtype=torch.long))
+    except ModelError:
+        raise
+    except Exception as e:
+        raise ModelError(f"model.kind: the model fails on a batch of token windows of shape (2, {block_size}): "
+                         f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    finally:
+        model.train(was)
+    t.shape_output(out, 2, t.num_outputs(num_outputs))
+    return model
+
+
 def from_import_path(path: str, vocab_size: int, block_size: int, num_outputs: int, args: dict) -> nn.Module:
     """A user's factory for sequence data, called as Factory(vocab_size=..., block_size=..., num_outputs=...,
     **model.args)."""

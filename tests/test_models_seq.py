@@ -189,3 +189,30 @@ def test_import_path_factory_gets_vocab_block_outputs_and_args():
         build_sequence(_cfg(kind="tests.test_models_seq:tiny_lm", args={"depth": 4}), V, T, V)
     with pytest.raises(ModelError, match="cannot import 'tests.test_models_seq:nothing'"):
         build_sequence(_cfg(kind="tests.test_models_seq:nothing"), V, T, V)
+
+
+def test_create_sequence_seeds_sets_the_unigram_bias_and_checks_the_output_shape():
+    from recipe.models_seq import create_sequence
+
+    cfg = _cfg(kind="gpt", n_layer=1, n_embd=32)
+    priors = [0.5] + [0.5 / (V - 1)] * (V - 1)
+    a = create_sequence(cfg, V, T, V, task="language-model", seed=3, priors=priors)
+    b = create_sequence(cfg, V, T, V, task="language-model", seed=3, priors=priors)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert torch.allclose(a.lm_head.bias, torch.log(torch.tensor(priors)))
+    assert float(create_sequence(cfg, V, T, V, task="language-model", seed=3).lm_head.bias.detach().abs().max()) == 0
+    with pytest.raises(ModelError, match=r"model output has shape \(2, 16, 8\); a language model returns"):
+        create_sequence(_cfg(kind="tests.test_models_seq:eight_wide_lm"), V, T, V, task="language-model", seed=0)
+    with pytest.raises(ModelError, match=r"fails on a batch of token windows of shape \(2, 16\): RuntimeError"):
+        create_sequence(_cfg(kind="tests.test_models_seq:broken_lm"), V, T, V, task="language-model", seed=0)
+
+
+def eight_wide_lm(vocab_size, block_size, num_outputs):
+    return TinyLM(vocab_size, block_size, 8)
+
+
+def broken_lm(vocab_size, block_size, num_outputs):
+    class Broken(nn.Module):
+        def forward(self, idx):
+            raise RuntimeError("shapes do not line up")
+    return Broken()
