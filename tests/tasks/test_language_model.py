@@ -148,3 +148,15 @@ def test_val_score_early_stopping_minimises_a_lower_is_better_score(monkeypatch)
     r = E.fit(model, tr, tr, task="language-model", num_classes=5, optimizer="adam", lr=1e-3, batch_size=16,
               epochs=6, early_stopping={"patience": 3, "metric": "val_score"})
     assert (r.best_epoch, len(r.history), r.stopped) == (2, 5, "early_stopping")
+
+
+def test_the_lr_range_test_runs_a_language_model():
+    from recipe.engine.lr_find import lr_range_test
+
+    cfg = validate({"name": "x", "data": {"source": "t.txt"},
+                    "model": {"kind": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16}}).model
+    torch.manual_seed(0)
+    rt = lr_range_test(build_sequence(cfg, 5, 16, 5), _cycle_windows(), task="language-model", num_classes=5,
+                       optimizer="adam", batch_size=16, seed=0, steps=60)
+    assert len(rt.losses) >= 20 and rt.losses[0] == pytest.approx(math.log(5), abs=0.15)
+    assert min(rt.losses) < 0.8 * rt.losses[0] and 1e-6 < rt.recommended < 0.1
