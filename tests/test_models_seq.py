@@ -216,3 +216,37 @@ def broken_lm(vocab_size, block_size, num_outputs):
         def forward(self, idx):
             raise RuntimeError("shapes do not line up")
     return Broken()
+
+
+@pytest.mark.parametrize("kind", ["gpt", "lstm", "gru"])
+def test_the_built_in_models_pass_the_sequence_checks_and_planted_variants_fail_them(kind):
+    from recipe import checks as C
+    from recipe import tasks
+    from recipe.engine import sequence_checks as S
+    from recipe.engine import sequence_targets as TG
+    from recipe.tasks.language_model import mask_pad_targets
+
+    torch.manual_seed(0)
+    model = build_sequence(_cfg(kind=kind, n_layer=2, n_head=4, n_embd=32), V, T, V)
+    x = _tokens(8, seed=7)
+    y = x.roll(-1, 1)
+    lm = tasks.get("language-model")
+    assert S.check_causal(model, x, C.thresholds("baseline.causal")).status == "pass"
+    assert S.check_grad_flow(model, x, y, lm.loss).status == "pass"
+    padded = y.clone()
+    padded[:, -4:] = 0
+    with torch.no_grad():
+        logits = model(x)
+    c = TG.check_padding(lambda lo, t: lm.loss(lo, mask_pad_targets(t, 0)), logits, padded, 0,
+                         C.thresholds("baseline.padding"))
+    assert c.status == "pass", c.title
+    if kind == "gpt":
+        for block in model.h:
+            block.attn.causal = False
+        leak = S.check_causal(model, x, C.thresholds("baseline.causal"))
+        assert leak.status == "fail" and leak.title.startswith("position 0 sees the future")
+        for block in model.h:
+            block.attn.causal = True
+        model.use_positions = False
+        flow = S.check_grad_flow(model, x, y, lm.loss)
+        assert flow.status == "fail" and "wpe.weight" in flow.title
