@@ -218,9 +218,9 @@ class Single:
         self.grad_clip, self.schedule, self.base_lr = grad_clip, schedule, lr
         self.total_steps = steps_per_epoch(len(train), batch_size) * epochs      # the schedule's horizon
         self.ac = _autocast(train.x.device, precision)
+        self.t = tasks.get(task)
         self.compute_loss = loss_fn(task)
-        self.task_obj = tasks.get(task)
-        self.num_outputs = self.task_obj.num_outputs(num_classes)
+        self.num_outputs = self.t.num_outputs(num_classes)
 
     def train_epoch(self, epoch: int, leave) -> list[float]:
         run, train, step = self.active[0], self.train, self.step
@@ -247,7 +247,7 @@ class Single:
                 if step == 0:
                     out = check_output(out, len(idx), self.task, self.num_outputs)
                 else:
-                    out = self.task_obj.flat(out)
+                    out = self.t.flat(out)
                 loss = self.compute_loss(out.float(), yb)    # float32 loss under bf16/fp16 autocast
                 if step == 0:
                     result.first_loss = float(loss.detach())
