@@ -72,16 +72,24 @@ class DataConfig(Section):
 # channels per stage when model.hidden is not set: cnn, two conv blocks; resnet, a ResNet-18-like stack for small
 # images (one residual block per stage, each later stage strided: 8x8 -> 8, 4, 2)
 IMAGE_MODEL_CHANNELS = {"cnn": (32, 64), "resnet": (16, 32, 64)}
+MODEL_KINDS = ("linear", "mlp", "cnn", "resnet", "gpt", "lstm", "gru")
 
 
 class ModelConfig(Section):
-    kind: str = Field("mlp", description="linear | mlp | cnn | resnet | 'package.module:Factory'.")
+    kind: str = Field("mlp", description="linear | mlp | cnn | resnet | gpt | lstm | gru | 'package.module:Factory'.")
     hidden: list[int] = Field([256, 256], description="Hidden widths (mlp), or channels per stage (cnn, resnet; "
                                                       "default [32, 64] and [16, 32, 64]).")
     activation: Literal["relu", "leaky_relu", "tanh", "sigmoid", "gelu"] = Field("relu", description="Activation.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout probability before each hidden layer's output.")
     init: Literal["default", "kaiming", "xavier"] = Field("default", description="Weight initialisation.")
     args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for an import-path factory.")
+    n_layer: int = Field(2, ge=1, description="Transformer blocks (gpt) or recurrent layers (lstm, gru).")
+    n_head: int = Field(4, ge=1, description="Attention heads per block (gpt).")
+    n_embd: int = Field(128, ge=1, description="Embedding width, also the recurrent width (gpt, lstm, gru).")
+    tie_weights: bool = Field(True, description="The language-model head shares the token embedding (gpt, lstm, "
+                                                "gru).")
+    pool: Literal["last", "mean"] = Field("last", description="text-classification: features of the last non-pad "
+                                                              "token, or their mean over non-pad tokens.")
     drop_inputs: list[int] = Field(
         default_factory=list, description="Encoded input columns set to 0 (the train mean when standardized) before "
                                           "the network: what regularize's fewer_features rung keeps.")
@@ -89,11 +97,21 @@ class ModelConfig(Section):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, v):
-        if v in ("linear", "mlp", "cnn", "resnet") or re.fullmatch(r"[\w.]+:[\w]+", v):
+        if v in MODEL_KINDS or re.fullmatch(r"[\w.]+:[\w]+", v):
             return v
-        close = difflib.get_close_matches(v, ["linear", "mlp", "cnn", "resnet"], n=1)
+        close = difflib.get_close_matches(v, list(MODEL_KINDS), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"must be linear, mlp, cnn, resnet or 'package.module:Factory' (got '{v}'){hint}")
+        raise ValueError(f"must be {', '.join(MODEL_KINDS)} or 'package.module:Factory' (got '{v}'){hint}")
+
+    @field_validator("n_embd")
+    @classmethod
+    def _heads_divide_width(cls, v, info):
+        # each head attends over n_embd / n_head dimensions; checked for gpt only (lstm and gru have no heads)
+        heads = info.data.get("n_head")
+        if info.data.get("kind") == "gpt" and heads and v % heads:
+            raise ValueError(f"must be divisible by model.n_head (got n_embd {v}, n_head {heads}); "
+                             f"try n_embd {v - v % heads or heads}")
+        return v
 
     @field_validator("hidden")
     @classmethod
@@ -136,6 +154,21 @@ class TrainConfig(Section):
         "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU."
     )
     max_seconds: Optional[float] = Field(None, gt=0, description="Stop a run after this many seconds.")
+    grad_clip: Optional[float] = Field(None, gt=0, description="Clip the global gradient norm to this before each "
+                                                               "step (null: off).")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="Learning rate per step: constant, or cosine decay to min_lr_ratio x lr.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup from lr / warmup_steps to lr over these steps.")
+    warmup_fraction: Optional[float] = Field(None, ge=0, lt=1, description="Warmup as a fraction of all steps "
+                                                                           "(instead of warmup_steps).")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine: the final lr as a fraction of train.lr.")
+
+    @model_validator(mode="after")
+    def _one_warmup(self):
+        if self.warmup_steps and self.warmup_fraction is not None:
+            raise ValueError("set train.warmup_steps or train.warmup_fraction, not both "
+                             f"(got {self.warmup_steps} and {self.warmup_fraction})")
+        return self
 
 
 class OverfitConfig(Section):

@@ -1,4 +1,5 @@
-"""Models: linear, mlp, cnn, resnet and import-path factories; init helpers."""
+"""Models: linear, mlp, cnn, resnet and import-path factories; init helpers. Sequence models (gpt, lstm, gru) live
+in recipe/models_seq.py and are re-exported here."""
 from __future__ import annotations
 
 import importlib
@@ -10,6 +11,7 @@ from torch import nn
 
 from recipe import tasks
 from recipe.errors import ModelError
+from recipe.models_seq import GPT, SEQUENCE_KINDS, Recurrent, build_sequence  # noqa: F401  (recipe.models API)
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 
@@ -138,6 +140,9 @@ def _build(model_cfg, input_shape: Sequence[int], num_outputs: int) -> nn.Module
         return CNN(input_shape, model_cfg.hidden, num_outputs, model_cfg.activation, model_cfg.dropout)
     if kind == "resnet":
         return ResNet(input_shape, model_cfg.hidden, num_outputs, model_cfg.activation, model_cfg.dropout)
+    if kind in SEQUENCE_KINDS:
+        raise ModelError(f"model.kind {kind} is a sequence model: it needs text data (a .txt source or data.text) "
+                         f"and is built by models.build_sequence, not from a per-sample shape {list(input_shape)}")
     return _from_import_path(kind, input_shape, num_outputs, model_cfg.args)
 
 

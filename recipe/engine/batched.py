@@ -13,6 +13,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from recipe.engine import schedule as lr_schedule
 from recipe.engine import train as E
 
 # Leaf modules whose forward is a pure function of (params, input): safe under vmap.
@@ -31,6 +32,18 @@ def why_sequential(model: nn.Module, cfg, device: torch.device) -> Optional[str]
         return "data augmentation draws per-batch randomness"
     if E.resolve_precision(device, cfg.train.precision)[0] == "fp16":   # asked for, or bf16's fallback
         return "fp16 needs a gradient scaler per model"
+    return unstackable_train_keys(cfg)
+
+
+def unstackable_train_keys(cfg) -> Optional[str]:
+    """The stacked engine does not clip gradients or schedule the lr: configs that ask for either train one by
+    one (in fit, which does both) rather than silently without them."""
+    t = cfg.train
+    if t.grad_clip is not None:
+        return "train.grad_clip is set (the stacked engine does not clip gradients)"
+    if lr_schedule.from_config(t) is not None:
+        return f"train.schedule {t.schedule} with warmup {t.warmup_fraction or t.warmup_steps} is set " \
+               "(the stacked engine keeps the lr constant)"
     return None
 
 

@@ -111,7 +111,8 @@ class _Loop:
         self.metric = early_stopping.get("metric", "val_loss")
         self.patience = early_stopping.get("patience")
         self.restore_best, self.has_val, self.eval_train = restore_best, has_val, eval_train
-        self.score_key = f"val_{tasks.get(s.task).metric}"
+        self.task = tasks.get(s.task)
+        self.score_key = f"val_{self.task.metric}"
         self.t_last = _clock()
 
     def _charge(self) -> None:
@@ -169,7 +170,8 @@ class _Loop:
         if run.progress is not None:
             run.progress(epoch, row)
         if v is not None:
-            value = row["val_loss"] if self.metric == "val_loss" else -row["val_score"]
+            value = row["val_loss"] if self.metric == "val_loss" else \
+                (-row["val_score"] if self.task.higher_is_better else row["val_score"])
             if value < run.best_value - 1e-9:
                 run.best_value, run.since_best, r.best_epoch = value, 0, epoch
                 r.best = {"loss": row["val_loss"], "score": row["val_score"]}

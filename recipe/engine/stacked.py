@@ -8,6 +8,8 @@ max_seconds, its own metrics.jsonl and TensorBoard events) and ends with a RunRe
 non-finite, out of time) leaves the stack at once: its weights go back into its own nn.Module, its result is
 handed to `on_finish`, and the stacked parameters and optimizer state are rebuilt without it, so it costs no
 more compute. Without dropout a member reproduces `fit` up to float rounding (tests/engine/test_stacked.py).
+Gradient clipping and lr schedules (train.grad_clip, train.schedule, warmup) are fit's only: configs that use them
+are never stacked (batched.unstackable_train_keys says why) and train one by one in fit.
 """
 from __future__ import annotations
 
@@ -328,7 +330,13 @@ def fit_stacked_from_configs(models: list[nn.Module], cfgs: list, ds, train: E.T
                              on_epoch: Optional[list] = None, on_finish=None,
                              metrics_paths: Optional[list] = None) -> list[E.RunResult]:
     """fit_stacked with each member's experiment config (as E.fit_from_config): lr, weight decay and seed per
-    member; the rest (optimizer, batch size, epochs, early stopping, precision) is shared and taken from the first."""
+    member; the rest (optimizer, batch size, epochs, early stopping, precision) is shared and taken from the first.
+    Configs with train.grad_clip or an lr schedule are refused (ValueError): callers train those with fit."""
+    from recipe.engine.batched import unstackable_train_keys
+
+    reasons = {unstackable_train_keys(c) for c in cfgs} - {None}
+    if reasons:
+        raise ValueError(f"cannot stack these configs: {sorted(reasons)[0]}")
     t = cfgs[0].train
     members = [Member(model=m, lr=c.train.lr, weight_decay=c.train.weight_decay, seed=c.seed,
                       on_epoch=(on_epoch or [None] * len(models))[i], health_thresholds=c.checks,

@@ -22,6 +22,8 @@ from recipe.engine import loop
 from recipe.engine.loop import Pruned, RunResult  # noqa: F401  (part of the engine's API: E.Pruned, E.RunResult)
 from recipe.engine.monitors import Health, NonFiniteLoss
 from recipe.engine.runlog import RunLog
+from recipe.engine.schedule import Schedule
+from recipe.engine import schedule as lr_schedule
 from recipe.errors import RecipeError
 
 
@@ -167,10 +169,14 @@ def fit(
     health_thresholds: Optional[dict] = None,
     restore_best: bool = True,
     eval_train: bool = True,
+    grad_clip: Optional[float] = None,
+    schedule: Optional[Schedule] = None,
 ) -> RunResult:
     """Train `model` in place; returns history, best val metrics and health checks.
 
     With restore_best, the weights at the best val epoch are loaded back at the end (early stopping).
+    grad_clip caps the global gradient norm before each step; schedule sets each step's lr from `lr` over the
+    run's epochs x steps per epoch (warmup, cosine). Both None: today's loop, bit for bit.
     The epochs run in the engine's one epoch loop (recipe/engine/loop.py), as every stacked member's do.
     """
     device = train.x.device
@@ -188,7 +194,8 @@ def fit(
                    progress=progress, gen=gen, seed=seed)
     single = Single(run, train, val, task=task, num_classes=num_classes, precision=used, scaler=scaler,
                     opt=make_optimizer(optimizer, model.parameters(), lr, weight_decay),
-                    batch_size=min(batch_size, len(train)), augment=augment)
+                    batch_size=min(batch_size, len(train)), augment=augment, grad_clip=grad_clip,
+                    schedule=None if schedule is None or schedule.is_constant else schedule, lr=lr, epochs=epochs)
     thread_scope = contextlib.ExitStack()     # threads from the work size: see recipe/threads.py
     if device.type == "cpu":
         work = threads.macs_per_sample(model, train.x) * single.bs
@@ -203,10 +210,13 @@ class Single:
     """The one loop's strategy for one model (loop.Strategy): torch.optim, autocast, an fp16 GradScaler, augment."""
 
     def __init__(self, run: loop.Run, train: Tensors, val: Optional[Tensors], *, task: str, num_classes: int,
-                 precision: str, scaler, opt, batch_size: int, augment=None):
+                 precision: str, scaler, opt, batch_size: int, augment=None, grad_clip: Optional[float] = None,
+                 schedule: Optional[Schedule] = None, lr: float = 0.0, epochs: int = 1):
         self.active, self.step, self.task = [run], 0, task
         self.train, self.val, self.num_classes, self.precision = train, val, num_classes, precision
         self.scaler, self.opt, self.bs, self.augment = scaler, opt, batch_size, augment
+        self.grad_clip, self.schedule, self.base_lr = grad_clip, schedule, lr
+        self.total_steps = steps_per_epoch(len(train), batch_size) * epochs      # the schedule's horizon
         self.ac = _autocast(train.x.device, precision)
         self.t = tasks.get(task)
         self.compute_loss = loss_fn(task)
@@ -242,14 +252,22 @@ class Single:
                 if step == 0:
                     result.first_loss = float(loss.detach())
                 opt.zero_grad(set_to_none=True)
+                if self.schedule is not None:
+                    lr = self.base_lr * self.schedule.factor(step, self.total_steps)
+                    for group in opt.param_groups:
+                        group["lr"] = lr
                 if scaler is None:
                     loss.backward()
-                    health.before_step(step)
+                    health.before_step(step)    # the monitors see the raw gradient norm, before any clipping
+                    if self.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
                     opt.step()
                 else:
                     scaler.scale(loss).backward()
                     scaler.unscale_(opt)        # the monitors read the true gradients, not 65536x them
                     health.before_step(step)
+                    if self.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
                     scaler.step(opt)
                     scaler.update()
                 health.after_step(step)
@@ -285,6 +303,13 @@ class Single:
                         precision=self.precision)
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimizer steps in one of Single's epochs: ceil(n / bs) batches, less a 1-sample tail batch (skipped)."""
+    bs = min(batch_size, n)
+    batches = -(-n // bs) if n else 0
+    return batches - 1 if batches > 1 and n % bs == 1 else batches
+
+
 def fit_from_config(model, train: Tensors, val: Optional[Tensors], cfg, ds, *, seed: Optional[int] = None,
                     **kwargs) -> RunResult:
     """fit() with the experiment's train section; keyword arguments override it."""
@@ -294,7 +319,7 @@ def fit_from_config(model, train: Tensors, val: Optional[Tensors], cfg, ds, *, s
         batch_size=t.batch_size, epochs=t.epochs, seed=cfg.seed if seed is None else seed, precision=t.precision,
         early_stopping=t.early_stopping.model_dump() if t.early_stopping else None, max_seconds=t.max_seconds,
         restore_best=t.early_stopping is not None,   # without early stopping, the last epoch is the model
-        health_thresholds=cfg.checks,
+        health_thresholds=cfg.checks, grad_clip=t.grad_clip, schedule=lr_schedule.from_config(t),
     )
     if cfg.data.augment:
         from recipe.engine.augment import build

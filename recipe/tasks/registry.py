@@ -14,7 +14,8 @@ _NOT_TASKS = {"base", "registry"}
 def _built_in() -> set[str]:
     """Modules of recipe/tasks/ other than the interface: each defines the task it is named after. They load on
     first use, so listing the tasks (config validation, `recipe schema`) does not import torch."""
-    return {m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+    # a module name cannot hold '-': language_model.py defines task "language-model"
+    return {m.name.replace("_", "-") for m in pkgutil.iter_modules([str(Path(__file__).parent)])
             if not m.name.startswith("_") and m.name not in _NOT_TASKS}
 
 
@@ -29,7 +30,7 @@ def register(cls):
 def get(name: str):
     """The registered task called `name` (an instance); a built-in one is imported here the first time."""
     if name not in _TASKS and name in _built_in():
-        importlib.import_module(f"recipe.tasks.{name}")
+        importlib.import_module(f"recipe.tasks.{name.replace('-', '_')}")
     try:
         return _TASKS[name]
     except KeyError:
