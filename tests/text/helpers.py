@@ -17,5 +17,9 @@ def load(**data):
 
 
 def by_id(ds, files=None) -> dict:
+    import matplotlib.pyplot as plt
+
     checks, figs = text_checks(ds, C.thresholds, files)
+    for fig in figs.values():
+        plt.close(fig)
     return {c.id: c for c in checks}

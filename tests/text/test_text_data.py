@@ -186,3 +186,26 @@ def test_wants_text(tmp_path):
     assert wants_text(cfg(source=tmp_path / "a.txt")) and wants_text(cfg(source=tmp_path))
     assert wants_text(cfg(source=tmp_path / "t.csv", text="a"))
     assert not wants_text(cfg(source=tmp_path / "t.csv")) and not wants_text(cfg(source="builtin:iris"))
+
+
+def test_explicit_train_and_val_split_test_off_train(tmp_path, clean):
+    names = sorted(clean)
+    corpus.write_folder(tmp_path / "train", {k: clean[k] for k in names[:37]})
+    corpus.write_folder(tmp_path / "val", {k: clean[k] for k in names[37:]})
+    ds = load(train=tmp_path / "train", val=tmp_path / "val", block_size=32)
+    tr, va, te = (set(ds.docs[s].names) for s in ("train", "val", "test"))
+    assert va == {k + ".txt" for k in names[37:]} and len(te) == round(37 * 0.15) == 6
+    assert len(tr) == 31 and not tr & te and tr | te == {k + ".txt" for k in names[:37]}
+
+
+def test_tokenizer_artifact_round_trips(tmp_path, clean):
+    from recipe.data.text import load_tokenizer, save_tokenizer
+
+    for kind in ("char", "byte", "bpe"):
+        ds = load(source=corpus.write_folder(tmp_path / "d", clean), tokenizer=kind, block_size=32)
+        back = load_tokenizer(save_tokenizer(ds, tmp_path / f"{kind}.json"))
+        assert back.digest == ds.tokenizer.digest and back.fitted_on == ("train",)
+        assert np.array_equal(back.encode(ds.docs["test"].texts[0]), ds.doc_tokens["test"][0])
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(DataError, match=r"broken\.json: unreadable tokenizer artifact"):
+        load_tokenizer(tmp_path / "broken.json")

@@ -88,36 +88,37 @@ def _task(cfg, docs: Docs) -> str:
     return task
 
 
-def _read(cfg, spec: str, need_label: bool) -> Docs:
+def _read(cfg, spec: str, need_label: bool, errors: str) -> Docs:
     d = cfg.data
-    return read_documents(cfg.resolve(spec), d.text, d.target, d.chunk_chars, need_label)
+    return read_documents(cfg.resolve(spec), d.text, d.target, d.chunk_chars, need_label, errors)
 
 
-def split_documents(cfg) -> tuple[str, dict[str, Docs]]:
-    """The task and each split's documents: explicit data.train/val/test files, or a seeded split of data.source
-    by document (a long .txt file is first cut into data.chunk_chars chunks)."""
+def split_documents(cfg, errors: str = "strict") -> tuple[str, dict[str, Docs]]:
+    """The task and each split's documents: explicit data.train/val/test files (a missing val or test is split
+    off train), or a seeded split of data.source by document (a long .txt file is first cut into
+    data.chunk_chars chunks). `errors`: "strict" refuses bytes that are not UTF-8, "replace" keeps them as U+FFFD."""
     d = cfg.data
     need = getattr(cfg, "task", None) == "text-classification"
-    base = _read(cfg, d.source if d.train is None else d.train, need)
+    base = _read(cfg, d.source if d.train is None else d.train, need, errors)
     task = _task(cfg, base)
-    parts = {"train": base} if d.train is not None else {}
+    parts = {}
     for s in ("val", "test"):
         if d.train is not None and getattr(d, s) is not None:
-            parts[s] = _read(cfg, getattr(d, s), task == "text-classification")
-    rest = [s for s in SPLITS if s not in parts]
+            parts[s] = _read(cfg, getattr(d, s), task == "text-classification", errors)
+    rest = [s for s in ("val", "test") if s not in parts]
+    parts["train"] = base
     if rest:
         n = len(base.texts)
-        if n < len(rest) + (d.train is None) or n < 3:
-            raise DataError(f"{base.origin}: {n} document(s) cannot be split into {'/'.join(SPLITS)}; add documents"
-                            + (" or lower data.chunk_chars" if base.chunked else ""))
+        if n < len(rest) + 1:
+            raise DataError(f"{base.origin}: {n} document(s) cannot be split into train/{'/'.join(rest)}; add "
+                            "documents" + (" or lower data.chunk_chars" if base.chunked else ""))
         strat = np.array([str(v) for v in base.labels], dtype=object) if task == "text-classification" and \
             d.split.stratify else None
         fr = {s: getattr(d.split, s) if s in rest else 0.0 for s in ("val", "test")}
         tr, va, te = split_indices(n, strat, fr["val"], fr["test"], cfg.seed, strat is not None)
         for s, idx in zip(SPLITS, (tr, va, te)):
-            if s in rest:
+            if s == "train" or s in rest:    # train keeps only what is not split off
                 parts[s] = base.take(idx)
-                parts[s].names = [base.names[i] for i in idx]
         for s in SPLITS:
             if not parts[s].texts:
                 raise DataError(f"{base.origin}: the {s} split holds no document (data.split.{s} too small for "
@@ -185,12 +186,27 @@ def build(cfg, task: str, parts: dict[str, Docs], fitted_on: tuple[str, ...] = (
     return ds
 
 
-def load(cfg) -> TextDataset:
-    """Load text data as the config says; the test split is sealed inside."""
-    task, parts = split_documents(cfg)
-    return build(cfg, task, parts)
+def load(cfg, errors: str = "strict") -> TextDataset:
+    """Load text data as the config says; the test split is sealed inside. inspect loads with errors="replace"
+    so that data.decode lists every byte that is not UTF-8; every other stage refuses them (DataError)."""
+    task, parts = split_documents(cfg, errors)
+    return build(cfg, task, {s: parts[s] for s in SPLITS})
 
 
-def tokenizer_artifact(ds: TextDataset) -> dict[str, Any]:
-    """The trained tokenizer as JSON (kind, vocabulary or BPE model, the splits it was fitted on)."""
-    return ds.tokenizer.to_json()
+def save_tokenizer(ds: TextDataset, path: Path) -> Path:
+    """The trained tokenizer as a JSON artifact (kind, vocabulary or BPE model, the splits it was fitted on)."""
+    import json
+
+    path.write_text(json.dumps(ds.tokenizer.to_json(), sort_keys=True))
+    return path
+
+
+def load_tokenizer(path: Path) -> tokenize.Tokenizer:
+    """A tokenizer saved by save_tokenizer (what predict encodes prompts with)."""
+    import json
+
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: unreadable tokenizer artifact ({e})") from None
+    return tokenize.from_json(state)

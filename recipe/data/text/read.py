@@ -66,10 +66,11 @@ def scan_bytes(path: Path, limit: int = 20) -> list[BadBytes]:
     return found
 
 
-def decode(path: Path) -> str:
-    """The file's text (UTF-8, a leading BOM dropped); undecodable bytes are a DataError naming file and offset."""
+def decode(path: Path, errors: str = "strict") -> str:
+    """The file's text (UTF-8, a leading BOM dropped). Undecodable bytes are a DataError naming file and offset;
+    with errors="replace" (what inspect loads with, so that data.decode can list every place) they become U+FFFD."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8", errors="replace" if errors == "replace" else "strict")
     except UnicodeDecodeError:
         bad = scan_bytes(path, limit=5)
         where = "; ".join(f"byte offset {b.offset} (line {b.line}: {b.bytes})" for b in bad)
@@ -86,18 +87,19 @@ def chunk(text: str, size: int) -> list[str]:
 
 
 def read_documents(path: Path, text_column: Optional[str], label_column: Optional[str], chunk_chars: int,
-                   need_label: bool = False) -> Docs:
-    """The documents of one source. `label_column` is read when the table has it (required if `need_label`)."""
+                   need_label: bool = False, errors: str = "strict") -> Docs:
+    """The documents of one source. `label_column` is read when the table has it (required if `need_label`);
+    `errors` as for decode()."""
     if not path.exists():
         raise DataError(f"{path}: data file not found (data.source)")
     if path.is_dir():
         files = sorted(p for p in path.glob("*.txt") if p.is_file())
         if not files:
             raise DataError(f"{path}: the folder holds no .txt files (one document per file)")
-        return Docs(str(path), [decode(p) for p in files], [p.name for p in files], files=[str(p) for p in files])
+        return Docs(str(path), [decode(p, errors) for p in files], [p.name for p in files], files=[str(p) for p in files])
     suffix = path.suffix.lower()
     if suffix == ".txt" and text_column is None:
-        pieces = chunk(decode(path), chunk_chars)
+        pieces = chunk(decode(path, errors), chunk_chars)
         return Docs(str(path), pieces, [f"{path.name}#{i}" for i in range(len(pieces))], files=[str(path)],
                     chunked=True)
     if suffix not in TABLE_SUFFIXES + (".txt",):
@@ -105,7 +107,7 @@ def read_documents(path: Path, text_column: Optional[str], label_column: Optiona
                         ".csv, .parquet or .jsonl with data.text naming the text column)")
     if text_column is None:
         raise DataError(f"{path}: a {suffix} file needs data.text, the name of the column that holds the text")
-    rows = _table(path, suffix, text_column)
+    rows = _table(path, suffix, text_column, errors)
     names = list(rows)
     if text_column not in rows:
         raise DataError(f"{path}: data.text column '{text_column}' not found (columns: {', '.join(names[:20])})")
@@ -127,11 +129,11 @@ def read_documents(path: Path, text_column: Optional[str], label_column: Optiona
                 labels, files=[str(path)])
 
 
-def _table(path: Path, suffix: str, text_column: str) -> dict[str, list]:
+def _table(path: Path, suffix: str, text_column: str, errors: str) -> dict[str, list]:
     """Columns of a CSV/Parquet/JSONL file as Python lists; text files are checked for UTF-8 first, so a bad
     byte is named by offset rather than by a parser's message."""
     if suffix in (".jsonl", ".ndjson"):
-        return _jsonl(path)
+        return _jsonl(path, errors)
     if suffix in (".parquet", ".pq"):
         import pyarrow.parquet as pq
 
@@ -145,7 +147,7 @@ def _table(path: Path, suffix: str, text_column: str) -> dict[str, list]:
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    text = decode(path)
+    text = decode(path, errors)
     delimiter = "\t" if suffix == ".tsv" else ","
     try:
         table = pcsv.read_csv(io.BytesIO(text.encode()), parse_options=pcsv.ParseOptions(
@@ -156,9 +158,9 @@ def _table(path: Path, suffix: str, text_column: str) -> dict[str, list]:
     return {n: table.column(n).to_pylist() for n in table.column_names}
 
 
-def _jsonl(path: Path) -> dict[str, list]:
+def _jsonl(path: Path, errors: str) -> dict[str, list]:
     rows = []
-    for i, line in enumerate(decode(path).splitlines(), 1):
+    for i, line in enumerate(decode(path, errors).splitlines(), 1):
         if not line.strip():
             continue
         try:

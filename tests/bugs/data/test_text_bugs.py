@@ -213,3 +213,48 @@ def test_language_model_with_too_few_val_windows_warns(tmp_path, clean):
                          C.thresholds("data.lengths"))
     assert c.status == "warn" and c.evidence["val"]["windows"] == 5    # (3000 - 1) // 512
     assert c.title == "val holds 5 windows (fewer than 8): its loss is noise"
+
+
+def test_text_classification_label_checks_are_the_table_checks(tmp_path):
+    import csv
+
+    rng = np.random.default_rng(1)
+
+    def write(name, spam, ham, extra=()):
+        with open(tmp_path / name, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "label"])
+            rows = [("spam", i) for i in range(spam)] + [("ham", i) for i in range(ham)]
+            for label, i in rows:
+                w.writerow([f"{name} {label} {i} " + " ".join(rng.choice(["buy", "now", "cheap", "hi"], 5)), label])
+            w.writerows(extra)
+        return tmp_path / name
+
+    # train: 401 spam and 3 ham (0.75%), one text under both labels
+    train = write("train.csv", 400, 2, [("the same text", "ham"), ("the same text", "spam")])
+    ds = load(train=train, val=write("val.csv", 50, 1), test=write("test.csv", 50, 1), text="text", block_size=32)
+    checks = by_id(ds)
+    assert list(checks)[-3:] == ["data.label-conflict", "data.imbalance", "data.split-shift"]
+    imb = checks["data.imbalance"]
+    assert imb.status == "fail" and imb.evidence["rarest"] == "ham" and imb.evidence["counts"]["train"] == [3, 401]
+    conflict = checks["data.label-conflict"]
+    assert conflict.status == "warn" and conflict.evidence["groups"] == 1 and conflict.evidence["rows"] == 2
+    assert conflict.evidence["example_train_rows"] == [402, 403]
+    assert checks["data.split-shift"].status == "pass"
+
+
+def test_inspect_loads_bad_bytes_as_replacement_and_data_decode_lists_them(tmp_path, clean):
+    paths = _splits(tmp_path, clean)
+    bad = paths["val"] / "bad.txt"
+    bad.write_bytes(b"first line\n" + b"caf\xe9 cr\xe8me\n" * 40)
+    from recipe.data.text import load as load_text
+    from recipe.errors import DataError
+
+    with pytest.raises(DataError, match=r"bad\.txt: not UTF-8 text at byte offset 14 \(line 2: e9\)"):
+        load_text(cfg(**paths, block_size=64))
+    ds = load_text(cfg(**paths, block_size=64), errors="replace")
+    c = by_id(ds)["data.decode"]
+    assert c.status == "fail" and c.evidence["places"] == 20    # scan_bytes stops at 20 places a file
+    assert c.evidence["examples"][:2] == [{"file": str(bad), "byte_offset": 14, "line": 2, "bytes": "e9"},
+                                          {"file": str(bad), "byte_offset": 18, "line": 2, "bytes": "e8"}]
+    assert "\ufffd" in ds.docs["val"].texts[ds.docs["val"].names.index("bad.txt")]
