@@ -209,3 +209,23 @@ def test_tokenizer_artifact_round_trips(tmp_path, clean):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(DataError, match=r"broken\.json: unreadable tokenizer artifact"):
         load_tokenizer(tmp_path / "broken.json")
+
+
+def test_ngram_hashes_agree_with_brute_force_and_never_cross_documents():
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from recipe.data.text.ngrams import ngram_hashes, shared_ngrams
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 5, size=3000)
+    b = np.r_[rng.integers(0, 5, size=100), a[500:800], rng.integers(0, 5, size=50)]
+    seen = {tuple(r) for r in sliding_window_view(a, 50)}
+    truth = np.array([tuple(r) in seen for r in sliding_window_view(b, 50)])
+    ha, _, _ = ngram_hashes([a], 50)
+    hb, _, pb = ngram_hashes([b], 50)
+    assert np.array_equal(np.isin(hb, ha), truth) and truth.sum() >= 251 and len(np.unique(ha)) == len(seen)
+    found = shared_ngrams([a], [b], 50)
+    assert found["shared"] == truth.sum() and found["examples"][0][:2] == (0, int(np.flatnonzero(truth)[0]))
+    # two documents whose junction would form the n-gram: none is counted
+    h, d, _ = ngram_hashes([a[:30], a[30:60]], 50)
+    assert len(h) == 0 and not shared_ngrams([a[:60]], [a[:30], a[30:60]], 50)["shared"]

@@ -1,8 +1,9 @@
 """Exact duplicate documents and long n-grams shared across splits, for text's data.duplicates and data.leak.
 
-An n-gram is hashed as a sum of its token ids times fixed random odd 64-bit multipliers (one per position), over
-a sliding-window view in blocks, so a 1M-token split costs a few vectorized passes; every example reported is
-confirmed on the tokens themselves, so a hash collision can never stand as evidence."""
+An n-gram's hash is the polynomial sum_k (t[i+k] + 1) * B^-k modulo 2**64 for a fixed random odd B (odd numbers
+are invertible modulo 2**64): with prefix sums Q[i] = sum_{j<i} (t[j] + 1) * B^-j, the hash of the n tokens at
+i is (Q[i+n] - Q[i]) * B^i, so every n-gram of a document costs a few vectorized passes whatever n is. Every
+example reported is confirmed on the tokens themselves, so a hash collision can never stand as evidence."""
 from __future__ import annotations
 
 import hashlib
@@ -10,25 +11,32 @@ from typing import Any
 
 import numpy as np
 
-BLOCK = 1 << 16        # n-gram positions hashed per step: bounds the (block, n) temporary
-_MULT = (np.random.default_rng(20240607).integers(1, 2**62, size=4096, dtype=np.uint64) * np.uint64(2) + np.uint64(1))
+_B = np.uint64(0x9E3779B97F4A7C15)            # odd, so B^-1 exists modulo 2**64
+_B_INV = np.uint64(pow(int(_B), -1, 2**64))
+
+
+def _powers(base: np.uint64, n: int) -> np.ndarray:
+    out = np.full(n, base, np.uint64)
+    out[0] = 1
+    return np.cumprod(out, dtype=np.uint64)       # unsigned products wrap modulo 2**64, as meant
 
 
 def ngram_hashes(docs: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hashes of every n-gram inside each document (none across a document boundary), with the document and the
     start position of each."""
-    mult = _MULT[:n] if n <= len(_MULT) else np.resize(_MULT, n)
     hs, ds, ps = [], [], []
+    longest = max((len(a) for a in docs), default=0)
+    if longest >= n:
+        inv, fwd = _powers(_B_INV, longest + 1), _powers(_B, longest + 1)
     for d, a in enumerate(docs):
         if len(a) < n:
             continue
-        view = np.lib.stride_tricks.sliding_window_view(a.astype(np.uint64, copy=False), n)
-        out = np.empty(len(view), np.uint64)
-        for i in range(0, len(view), BLOCK):   # unsigned products and sums wrap modulo 2**64, as meant
-            out[i:i + BLOCK] = (view[i:i + BLOCK] * mult).sum(axis=1, dtype=np.uint64)
-        hs.append(out)
-        ds.append(np.full(len(out), d, np.int64))
-        ps.append(np.arange(len(out), dtype=np.int64))
+        q = np.zeros(len(a) + 1, np.uint64)
+        np.cumsum((a.astype(np.uint64) + np.uint64(1)) * inv[:len(a)], dtype=np.uint64, out=q[1:])
+        k = len(a) - n + 1
+        hs.append((q[n:n + k] - q[:k]) * fwd[:k])
+        ds.append(np.full(k, d, np.int64))
+        ps.append(np.arange(k, dtype=np.int64))
     if not hs:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(hs), np.concatenate(ds), np.concatenate(ps)
