@@ -12,10 +12,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from recipe import threads
+from recipe import tasks, threads
 # pick_device, deterministic and resolve_precision are part of the engine's API (E.pick_device, ...)
 from recipe.engine.hardware import (_autocast, _is_oom, _note, deterministic, eval_batch_size,  # noqa: F401
                                     pick_device, resolve_precision)
@@ -23,7 +22,7 @@ from recipe.engine import loop
 from recipe.engine.loop import Pruned, RunResult  # noqa: F401  (part of the engine's API: E.Pruned, E.RunResult)
 from recipe.engine.monitors import Health, NonFiniteLoss
 from recipe.engine.runlog import RunLog
-from recipe.errors import ModelError, RecipeError
+from recipe.errors import RecipeError
 
 
 def seed_everything(seed: int) -> None:
@@ -72,23 +71,12 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
 
 
 def loss_fn(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if task == "classification":
-        return F.cross_entropy
-    return lambda out, y: F.mse_loss(out.float(), y)
+    return tasks.get(task).loss
 
 
 def check_output(out: torch.Tensor, batch: int, task: str, num_outputs: int) -> torch.Tensor:
-    """Validate the model's output shape once; regression (B, 1) becomes (B,)."""
-    if task == "regression":
-        if out.ndim == 2 and out.shape[1] == 1:
-            out = out[:, 0]
-        if tuple(out.shape) != (batch,):
-            raise ModelError(f"model output has shape {tuple(out.shape)}; regression expects ({batch},) or ({batch}, 1)")
-        return out
-    if tuple(out.shape) != (batch, num_outputs):
-        raise ModelError(f"model output has shape {tuple(out.shape)}; expected ({batch}, {num_outputs}) logits "
-                         f"for {num_outputs} classes (labels are mapped to 0..{num_outputs - 1})")
-    return out
+    """Validate the model's output shape once (the task says what it must be); regression (B, 1) becomes (B,)."""
+    return tasks.get(task).shape_output(out, batch, num_outputs)
 
 
 @torch.no_grad()
@@ -120,21 +108,8 @@ def predict(model: nn.Module, x: torch.Tensor, batch: Optional[int] = None, trai
     return torch.cat(outs) if outs else torch.zeros(0, device=x.device)
 
 def score_outputs(out: torch.Tensor, y: torch.Tensor, task: str, num_classes: int = 0) -> dict[str, Any]:
-    """Loss, score (accuracy or R²) and per-class accuracy from outputs on a whole split."""
-    if task == "classification":
-        loss = F.cross_entropy(out, y).item()
-        pred = out.argmax(1)
-        acc = (pred == y).float().mean().item()
-        k = max(num_classes, int(y.max().item()) + 1 if len(y) else 0)
-        total = torch.bincount(y, minlength=k).float()
-        right = torch.bincount(y[pred == y], minlength=k).float()
-        per_class = torch.where(total > 0, right / total.clamp_min(1), torch.full_like(total, float("nan"))).tolist()
-        return {"loss": loss, "score": acc, "accuracy": acc, "per_class": per_class[:num_classes] if num_classes else per_class}
-    out = out[:, 0] if out.ndim == 2 else out
-    mse = F.mse_loss(out, y).item()
-    var = y.var(unbiased=False).item()
-    r2 = 1.0 - mse / var if var > 0 else float("nan")
-    return {"loss": mse, "score": r2, "r2": r2, "mse_std_units": mse}
+    """Loss, score (the task's metric) and, for classes, per-class accuracy from outputs on a whole split."""
+    return tasks.get(task).score(out, y, num_classes)
 
 
 def evaluate(model: nn.Module, t: Tensors, task: str, num_classes: int = 0, train_mode: bool = False,
