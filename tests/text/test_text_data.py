@@ -229,3 +229,13 @@ def test_ngram_hashes_agree_with_brute_force_and_never_cross_documents():
     # two documents whose junction would form the n-gram: none is counted
     h, d, _ = ngram_hashes([a[:30], a[30:60]], 50)
     assert len(h) == 0 and not shared_ngrams([a[:60]], [a[:30], a[30:60]], 50)["shared"]
+
+
+def test_a_table_task_on_text_is_refused_with_the_text_tasks_named(tmp_path):
+    (tmp_path / "a.txt").write_text("some text " * 500)
+    c = config.validate({"name": "t", "task": "regression", "data": {"source": str(tmp_path / "a.txt")}})
+    from recipe.data.text import load as load_text
+
+    with pytest.raises(DataError, match=r"task 'regression' does not fit text data \(use language-model or "
+                                        r"text-classification\)"):
+        load_text(c)
