@@ -4,7 +4,7 @@ from __future__ import annotations
 from recipe import checks as C
 from recipe import config
 from recipe.data import text
-from recipe.data.text.checks import text_checks
+from recipe.stages.inspect_text import inspect_checks
 
 
 def cfg(seed: int = 0, **data):
@@ -19,7 +19,7 @@ def load(**data):
 def by_id(ds, files=None) -> dict:
     import matplotlib.pyplot as plt
 
-    checks, figs = text_checks(ds, C.thresholds, files)
+    checks, figs = inspect_checks(ds, C.thresholds, files)
     for fig in figs.values():
         plt.close(fig)
     return {c.id: c for c in checks}

@@ -307,44 +307,14 @@ def check_windows(ds, sample: int = 4, seed: int = 0) -> C.Check:
     return C.make("data.windows", "pass", f"{len(x)} windows of {ds.block_size} tokens; {len(shown)} shown decoded", ev)
 
 
-# ----------------------------------------------------------------------------- labels (text-classification)
-
-
-class _Labels:
-    """A text-classification dataset as the table label checks read it: class ids per split (rows = document
-    numbers) under the table task name."""
-
-    task = "classification"
-
-    def __init__(self, ds):
-        self.classes, self.num_classes = ds.classes, ds.num_classes
-        self.train, self.val, self._test = ds.train, ds.val, ds.raw_test()
-
-    def raw_test(self):
-        return self._test
-
-
-def label_checks(ds, th: Callable[[str], dict]) -> list[C.Check]:
-    """data.label-conflict (the same document text under different labels), data.imbalance and data.split-shift:
-    the table checks themselves, on document hashes and class ids."""
-    from recipe.stages.inspect import check_imbalance, check_label_conflict, check_split_shift
-
-    view = _Labels(ds)
-    hashes = {s: np.array([int(h[:16], 16) for h in ngrams.doc_hashes(ds.docs[s].texts)], dtype=np.uint64)
-              for s in SPLITS}
-    return [check_label_conflict(view, th("data.label-conflict"), hashes), check_imbalance(view, th("data.imbalance")),
-            check_split_shift(view, th("data.split-shift"))]
-
-
 # ----------------------------------------------------------------------------- all together
 
 
 def text_checks(ds, th: Callable[[str], dict], files: Optional[list[str]] = None) -> tuple[list[C.Check], dict]:
-    """Every text check in report order, and the figures to save (name -> matplotlib Figure)."""
+    """Every text data check in report order, and the figures to save (name -> matplotlib Figure). The label
+    checks of text-classification are the table's, in the stage layer: recipe/stages/inspect_text.py."""
     lengths, fig = check_lengths(ds, th("data.lengths"))
     checks = [check_decode(list(files if files is not None else ds.files)), check_vocab(ds, th("data.vocab")),
               lengths, check_empty(ds, th("data.empty")), check_duplicates(ds, th("data.duplicates")),
               check_leak(ds, th("data.leak")), check_windows(ds)]
-    if ds.task == "text-classification":
-        checks += label_checks(ds, th)
     return checks, {"lengths.png": fig}
