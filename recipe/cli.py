@@ -359,6 +359,7 @@ def predict(args: List[Path] = typer.Argument(..., metavar="[CONFIG] INPUT",
     from rich.markup import escape
 
     from recipe import predict as P
+    from recipe import tasks
     from recipe.workspace import Workspace, atomic_write_bytes
 
     if len(args) > 2:
@@ -386,7 +387,7 @@ def predict(args: List[Path] = typer.Argument(..., metavar="[CONFIG] INPUT",
     predicted = P.labels(probs, art)
     summary: dict[str, Any] = {"rows": len(x), "final": art.get("final", "ensemble"), "out": str(out) if out else None,
                                "input_warnings": flags.to_json()}
-    if y is not None and art["task"] == "classification":
+    if y is not None and tasks.get(art["task"]).has_classes:     # labels to compare with the target column
         summary["accuracy"] = sum(str(p) == str(t) for p, t in zip(predicted, y)) / len(y) if len(y) else None
     if out is not None:
         atomic_write_bytes(out, text.encode())

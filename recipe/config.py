@@ -242,10 +242,20 @@ class CheckOverride(BaseModel):
         return dict(self.model_extra or {})
 
 
+def _task_enum(schema: dict) -> None:
+    """The schema lists the tasks registered when it is written (a test module's toy task included)."""
+    from recipe import tasks
+
+    for option in schema.get("anyOf", []):
+        if option.get("type") == "string":
+            option["enum"] = tasks.names()
+
+
 class Config(Section):
     name: str = Field(..., description="runs/<name>/ holds everything this experiment writes.")
     seed: int = Field(0, ge=0, description="Seed for Python, NumPy and torch.")
-    task: Optional[Literal["classification", "regression"]] = Field(None, description="Inferred if absent.")
+    task: Optional[str] = Field(None, description="A registered task (recipe.tasks); inferred if absent.",
+                                json_schema_extra=_task_enum)
     data: DataConfig = Field(..., description="Where the data comes from and how it is split.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The network.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The training loop.")
@@ -257,6 +267,21 @@ class Config(Section):
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _path: Optional[Path] = PrivateAttr(default=None)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v):
+        from recipe import tasks     # listing the tasks imports no torch (built-in tasks load on first use)
+
+        if v is None:
+            return v
+
+        known = tasks.names()
+        if v in known:
+            return v
+        close = difflib.get_close_matches(v, known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"must be one of {', '.join(known)} (got {v!r}){hint}")
 
     @field_validator("name")
     @classmethod

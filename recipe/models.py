@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from recipe import tasks
 from recipe.errors import ModelError
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
@@ -179,20 +180,13 @@ def final_layer(model: nn.Module, num_outputs: int) -> Optional[nn.Linear]:
     return last
 
 
-def expected_output_bias(task: str, priors: Optional[Sequence[float]]) -> torch.Tensor:
-    """Log class priors (classification) or the standardized target mean, 0 (regression)."""
-    if task == "classification":
-        p = torch.tensor(priors, dtype=torch.float32).clamp_min(1e-8)
-        return torch.log(p)
-    return torch.zeros(1)
-
-
 def set_output_bias(model: nn.Module, task: str, priors: Optional[Sequence[float]], num_outputs: int) -> bool:
+    """The final layer's bias from the task (log class priors, the standardized target mean); False: no such layer."""
     layer = final_layer(model, num_outputs)
     if layer is None or layer.bias is None:
         return False
     with torch.no_grad():
-        layer.bias.copy_(expected_output_bias(task, priors).to(layer.bias))
+        layer.bias.copy_(tasks.get(task).output_bias(priors).to(layer.bias))
     return True
 
 

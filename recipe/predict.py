@@ -220,11 +220,12 @@ def normalize(x: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
 
 
 def _model(cfg, art: dict[str, Any], overrides: dict, path: Path):
+    from recipe import tasks
     from recipe.engine.train import load_checkpoint
     from recipe.models import build
 
     mcfg = cfg.with_overrides(overrides)
-    outputs = len(art["classes"]) if art["task"] == "classification" else 1
+    outputs = tasks.get(art["task"]).num_outputs(len(art.get("classes") or ()))
     model = build(mcfg.model, tuple(art["shape"]), outputs)
     try:
         model.load_state_dict(load_checkpoint(path)["state_dict"])
@@ -235,32 +236,30 @@ def _model(cfg, art: dict[str, Any], overrides: dict, path: Path):
 
 
 def apply(cfg, art: dict[str, Any], stage_dir: Path, x_raw: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """Probabilities (N, C) for classification, predictions in target units (N,) for regression."""
+    """The task's predictions: probabilities (N, C) for classification, values in target units (N,) for regression."""
     import torch
 
+    from recipe import tasks
     from recipe.engine.train import pick_device, predict
 
     dev = pick_device(device)
     x = torch.from_numpy(np.ascontiguousarray(normalize(x_raw, art["normalization"]))).to(dev)
-    task = art["task"]
+    task = tasks.get(art["task"])
     precision = cfg.train.precision       # the precision the stages evaluated with
     if art.get("final") == "best_single":
         b = art["best"]
         out = predict(_model(cfg, art, b["overrides"], stage_dir / b["checkpoint"]).to(dev), x, precision=precision)
-        result = torch.softmax(out, 1) if task == "classification" else out.reshape(-1)
+        result = task.prediction(out)
     elif art.get("final") == "student":
         st = art["student"]
         out = predict(_model(cfg, art, st["overrides"], stage_dir / st["checkpoint"]).to(dev), x, precision=precision)
-        result = torch.softmax(out, 1) if task == "classification" else out.reshape(-1)
+        result = task.prediction(out)
     else:
         result = 0
         for m in art["members"]:
             out = predict(_model(cfg, art, m["overrides"], stage_dir / m["checkpoint"]).to(dev), x, precision=precision)
-            result = result + m["weight"] * (torch.softmax(out, 1) if task == "classification" else out.reshape(-1))
-    result = result.cpu().numpy().astype(np.float64)
-    if task == "regression":
-        return result * art["target_stats"]["std"] + art["target_stats"]["mean"]
-    return result
+            result = result + m["weight"] * task.prediction(out)
+    return task.in_target_units(result.cpu().numpy().astype(np.float64), art.get("target_stats") or {})
 
 
 def to_csv(out: np.ndarray, art: dict[str, Any], names: Optional[list[str]] = None,
@@ -268,15 +267,10 @@ def to_csv(out: np.ndarray, art: dict[str, Any], names: Optional[list[str]] = No
     """One row per input row (named by its file for images): the prediction (original label / target units),
     then class probabilities, then (when the inputs were checked) `recipe_warnings`: the row's `col:reason`
     items joined by ';', empty for a row inside what train saw."""
+    from recipe import tasks
+
     key, rows = ("file", [_cell(n) for n in names]) if names is not None else ("row", [str(i) for i in range(len(out))])
-    if art["task"] == "classification":
-        classes = art["classes"]
-        head = [key, "prediction"] + [f"p_{c}" for c in classes]
-        lines = [",".join(_cell(h) for h in head)]
-        for r, p in zip(rows, out):
-            lines.append(",".join([r, _cell(classes[int(p.argmax())])] + [f"{v:.6g}" for v in p]))
-    else:
-        lines = [f"{key},prediction"] + [f"{r},{v:.6g}" for r, v in zip(rows, out)]
+    lines = tasks.get(art["task"]).csv_lines(out, key, rows, art.get("classes"), _cell)
     if warnings is not None:
         lines = [lines[0] + ",recipe_warnings"] + [line + "," + _cell(";".join(w)) for line, w in zip(lines[1:], warnings)]
     return "\n".join(lines) + "\n"
@@ -288,6 +282,7 @@ def _cell(v: Any) -> str:
 
 
 def labels(out: np.ndarray, art: dict[str, Any]) -> list:
-    if art["task"] == "classification":
-        return [art["classes"][int(i)] for i in out.argmax(1)]
-    return out.tolist()
+    """One prediction per row as the user reads it (the task says how: the original label, the target value)."""
+    from recipe import tasks
+
+    return tasks.get(art["task"]).labels(out, art.get("classes"))

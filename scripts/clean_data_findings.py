@@ -9,7 +9,8 @@ from recipe import checks as C
 from recipe.config import load
 from recipe.data import load as load_data
 from recipe.data.hashing import column_moments
-from recipe.stages.inspect import check_outliers, check_scale
+from recipe.data.kinds.table_outliers import check_outliers
+from recipe.data.kinds.table_scale import check_scale
 
 SETS = [("iris", "standard"), ("wine", "standard"), ("breast_cancer", "standard"), ("digits", "standard"),
         ("diabetes", "standard"), ("diabetes", "none"), ("wine", "none"), ("digits", "minmax")]

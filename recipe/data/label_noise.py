@@ -22,8 +22,8 @@ def _skip(title: str):
 
 def check_label_noise(ds, th, seed: int, probe_data) -> tuple[C.Check, np.ndarray]:
     """`probe_data()` gives (normalized train rows, labels, their train positions), as inspect samples them."""
-    if ds.task != "classification":
-        return _skip("regression: label noise is judged by data.outliers")
+    if not ds.has_classes:
+        return _skip(f"{ds.task}: label noise is judged by data.outliers")
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 

@@ -99,7 +99,7 @@ def _callable(spec: str) -> Table:
         x, y = out
     else:
         raise DataError(f"{spec}: the data function must return (x, y) or {{'x': ..., 'y': ...}}")
-    return _arrays(np.asarray(x), np.asarray(y), spec)
+    return arrays(np.asarray(x), np.asarray(y), spec)
 
 
 def _npz(path: Path) -> Table:
@@ -116,12 +116,13 @@ def _npz(path: Path) -> Table:
         raise DataError(f"{path}: cannot load NPZ without pickle ({e}); store numeric arrays") from None
     except (OSError, EOFError, Exception) as e:  # zipfile.BadZipFile and friends
         raise DataError(f"{path}: unreadable NPZ ({e.__class__.__name__}: {e})") from None
-    t = _arrays(x, y, str(path))
+    t = arrays(x, y, str(path))
     t.files = [str(path)]
     return t
 
 
-def _arrays(x: np.ndarray, y: np.ndarray, origin: str) -> Table:
+def arrays(x: np.ndarray, y: np.ndarray, origin: str) -> Table:
+    """Samples `x` (N, ...) and one label or value per sample `y` as a Table; a kind that reads arrays uses it."""
     if x.dtype == object or y.dtype == object:
         raise DataError(f"{origin}: 'x' and 'y' must be numeric arrays (got {x.dtype} and {y.dtype})")
     if x.ndim < 2:

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
 
+from recipe import tasks
+
 _clock = time.perf_counter      # the loop's clock (a test may replace it)
 
 
@@ -97,8 +99,8 @@ def run_epochs(strategy: Strategy, *, epochs: int, early_stopping: Optional[dict
                eval_train: bool = True) -> None:
     """Train every run of `strategy` for up to `epochs`; each ends with its RunResult filled in (run.result).
 
-    Per run and epoch: a history row (epoch, step, train loss, val loss/score, accuracy or R², per-class accuracy,
-    seconds) into metrics.jsonl and progress; the best epoch by early_stopping.metric; on_epoch (Pruned stops the
+    Per run and epoch: a history row (epoch, step, train loss, val loss/score, val_<the task's metric>, per-class
+    accuracy, seconds) into metrics.jsonl and progress; the best epoch by early_stopping.metric; on_epoch (Pruned stops the
     run); patience; max_seconds on the run's own seconds (a stack's wall time is split among its members)."""
     _Loop(strategy, epochs, early_stopping or {}, max_seconds, restore_best, has_val, eval_train).run()
 
@@ -109,6 +111,7 @@ class _Loop:
         self.metric = early_stopping.get("metric", "val_loss")
         self.patience = early_stopping.get("patience")
         self.restore_best, self.has_val, self.eval_train = restore_best, has_val, eval_train
+        self.score_key = f"val_{tasks.get(s.task).metric}"
         self.t_last = _clock()
 
     def _charge(self) -> None:
@@ -157,7 +160,7 @@ class _Loop:
         if v is not None:
             run.last_eval = v
             row.update(val_loss=v["loss"], val_score=v["score"])
-            row["val_accuracy" if self.s.task == "classification" else "val_r2"] = v["score"]
+            row[self.score_key] = v["score"]          # val_accuracy, val_r2: the task's metric
             if "per_class" in v:
                 row["val_per_class"] = v["per_class"]
         row["seconds"] = round(run.seconds, 4)

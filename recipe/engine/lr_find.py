@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from recipe import tasks
 from recipe.engine.hardware import _autocast, _note, resolve_precision
 from recipe.engine.train import Tensors, check_output, loss_fn, make_optimizer, seed_everything
 
@@ -30,7 +31,7 @@ def lr_range_test(model, train: Tensors, *, task: str, num_classes: int, optimiz
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     opt = make_optimizer(optimizer, model.parameters(), start, 0.0)
-    compute = loss_fn(task)
+    compute, outputs = loss_fn(task), tasks.get(task).num_outputs(num_classes)
     used, note = resolve_precision(device, precision)
     _note(note)
     ac = _autocast(device, used)
@@ -53,7 +54,7 @@ def lr_range_test(model, train: Tensors, *, task: str, num_classes: int, optimiz
         pos += bs
         with ac if ac is not None else contextlib.nullcontext():
             o = model(train.x[idx])
-        o = check_output(o, len(idx), task, num_classes if task == "classification" else 1)
+        o = check_output(o, len(idx), task, outputs)
         loss = compute(o.float(), train.y[idx])       # float32 loss, as in fit
         opt.zero_grad(set_to_none=True)
         if scaler is None:

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from recipe import threads
+from recipe import tasks, threads
 from recipe.engine import loop
 from recipe.engine import train as E
 from recipe.engine.batched import why_sequential
@@ -150,7 +149,7 @@ class Stack:
         from torch.func import functional_call, vmap
 
         device = train.x.device
-        self.active, self.step, self.task = list(runs), 0, task
+        self.active, self.step, self.task, self.t = list(runs), 0, task, tasks.get(task)
         self.train, self.val, self.num_classes, self.precision = train, val, num_classes, precision
         self.monitor_every, self.device = monitor_every, device
         self.n, self.bs = len(train), min(batch_size, len(train))
@@ -186,14 +185,12 @@ class Stack:
         with self.autocast if self.autocast is not None else contextlib.nullcontext():
             out = (self.forward_shared if shared else self.forward)(self.params, self.buffers, x)
         out = out.float()
-        return out[..., 0] if self.task == "regression" and out.ndim == 3 else out
+        return self.t.flat_members(out)         # (K, B, 1) -> (K, B) for one output per row
 
     def _losses(self, out, y):   # out (K, B, C) or (K, B); y (K, B) or (B,) -> (K,)
         kk, b = out.shape[:2]
         y = y.expand(kk, b) if y.ndim == 1 else y
-        if self.task == "classification":
-            return F.cross_entropy(out.reshape(kk * b, -1), y.reshape(-1), reduction="none").view(kk, b).mean(1)
-        return ((out - y) ** 2).mean(1)
+        return self.t.unreduced_loss(out.reshape(kk * b, *out.shape[2:]), y.reshape(-1)).view(kk, b).mean(1)
 
     def train_epoch(self, epoch: int, leave) -> list[float]:
         train, n, bs, device, active = self.train, self.n, self.bs, self.device, self.active

@@ -208,8 +208,9 @@ class Single:
         self.train, self.val, self.num_classes, self.precision = train, val, num_classes, precision
         self.scaler, self.opt, self.bs, self.augment = scaler, opt, batch_size, augment
         self.ac = _autocast(train.x.device, precision)
+        self.t = tasks.get(task)
         self.compute_loss = loss_fn(task)
-        self.num_outputs = num_classes if task == "classification" else 1
+        self.num_outputs = self.t.num_outputs(num_classes)
 
     def train_epoch(self, epoch: int, leave) -> list[float]:
         run, train, step = self.active[0], self.train, self.step
@@ -235,8 +236,8 @@ class Single:
                         out = model(xb)
                 if step == 0:
                     out = check_output(out, len(idx), self.task, self.num_outputs)
-                elif self.task == "regression" and out.ndim == 2:
-                    out = out[:, 0]
+                else:
+                    out = self.t.flat(out)
                 loss = self.compute_loss(out.float(), yb)    # float32 loss under bf16/fp16 autocast
                 if step == 0:
                     result.first_loss = float(loss.detach())

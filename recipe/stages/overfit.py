@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from recipe import checks as C
+from recipe import tasks
 from recipe.engine import train as E
 from recipe.engine.lr_find import lr_range_test
 from recipe.models import count_parameters, create
@@ -37,18 +38,19 @@ def check_memorize(cfg, ds, tr, device, th, lr_suggestion: float,
     n = min(cfg.overfit.samples, len(tr))
     g = torch.Generator().manual_seed(cfg.seed)
     idx = torch.randperm(len(tr), generator=g)[:n]
-    cls = ds.task == "classification"
-    limit = th["max_loss"] if cls else th["regression_max_loss"]
-    criterion = f"loss <= {limit}" + (" and 100% accuracy" if cls else "") + f" on {n} samples within {cfg.overfit.steps} steps"
+    task = tasks.get(ds.task)
+    limit, min_score = th[task.memorize_loss_key], task.memorize_min_score
+    criterion = (f"loss <= {limit}" + (f" and {min_score:.0%} {task.metric_label}" if min_score is not None else "")
+                 + f" on {n} samples within {cfg.overfit.steps} steps")
 
     def ok(final):
-        return final and final["loss"] <= limit and (not cls or final["score"] >= 1.0)
+        return final and final["loss"] <= limit and (min_score is None or final["score"] >= min_score)
 
     r, final = _memorize(cfg, ds, tr, idx, cfg.train.lr, n, device, curve_path("memorize"))
     curve = [h["train_loss"] for h in r.history]
     ev: dict[str, Any] = {"criterion": criterion, "samples": n, "steps": r.steps, "lr": cfg.train.lr,
                           "final_loss": round(final.get("loss", float("nan")), 6) if final else None,
-                          "final_accuracy" if cls else "final_r2": round(final.get("score", float("nan")), 4) if final else None}
+                          f"final_{task.metric}": round(final.get("score", float("nan")), 4) if final else None}
     if ok(final):
         return C.make("overfit.memorize", "pass", f"memorized {n} samples: loss {final['loss']:.2g} after {r.steps} steps",
                       ev), curve, ev

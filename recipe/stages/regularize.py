@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from recipe import checks as C
+from recipe import tasks
 from recipe.engine import train as E
 from recipe.engine.monitors import worst_per_check
 from recipe.stage import StageResult
@@ -233,11 +234,10 @@ def _run(cfg, ctx) -> StageResult:
         net_out = E.predict(chosen.models[0], trainer.va.x, precision=precision).float().cpu().numpy()
         y_val = trainer.va.y.cpu().numpy()
     trainer.cache.prune()
-    from recipe.stages.baseline import dumb_models, fit_dumb
+    from recipe.stages.baseline import fit_dumb
 
-    dumb = fit_dumb(dumb_models(ds.task, cfg.seed)[baselines["best_dumb"]], ds)
-    base_pred = dumb.predict(ds.normalize(ds.val.x))
-    base_pred = base_pred if ds.task == "classification" else ds.target(base_pred)
+    dumb = fit_dumb(tasks.get(ds.task).dumb_models(cfg.seed)[baselines["best_dumb"]], ds)
+    base_pred = ds.target(dumb.predict(ds.normalize(ds.val.x)))     # in the network's target space, as y_val
     rows = paired_rows(ds.task, net_out, base_pred, y_val)
     best_dumb = baselines["best_dumb_val"]
     dumb_error = 1 - best_dumb

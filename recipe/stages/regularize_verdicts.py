@@ -10,6 +10,7 @@ from typing import Any, Optional
 import numpy as np
 
 from recipe import checks as C
+from recipe import tasks
 
 # ----------------------------------------------------------------------------- reachable error
 
@@ -100,11 +101,9 @@ def bootstrap_lower(delta: np.ndarray, seed: int, draws: int = 1000, level: floa
 
 
 def paired_rows(task: str, net_out: np.ndarray, base_pred: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    """Per val row: correctness (classification) or squared error (regression, standardized units) of both models."""
-    if task == "classification":
-        return {"net": net_out.argmax(1) == y, "base": base_pred == y}
-    out = net_out.reshape(len(net_out), -1)[:, 0]
-    return {"net": (out - y) ** 2, "base": (base_pred - y) ** 2}
+    """Per val row, both models' correctness (classification) or loss (regression's squared error, standardized
+    units): the task's baseline_rows."""
+    return tasks.get(task).baseline_rows(net_out, base_pred, y)
 
 
 def check_beats_baselines(rows: dict[str, np.ndarray], task: str, baselines: dict, th, seed: int,
@@ -116,7 +115,7 @@ def check_beats_baselines(rows: dict[str, np.ndarray], task: str, baselines: dic
     n = len(rows["net"])
     ev: dict[str, Any] = {"best_dumb": name, "best_dumb_val": round(baselines["best_dumb_val"], 4), "val_rows": n,
                           "chosen_val_mean_over_seeds": round(chosen_val_mean, 4), "alpha": alpha}
-    if task == "classification":
+    if tasks.get(task).paired_test == "mcnemar":        # rows are right/wrong
         net_acc, base_acc = float(rows["net"].mean()), float(rows["base"].mean())
         only_net = int((rows["net"] & ~rows["base"]).sum())
         only_base = int((rows["base"] & ~rows["net"]).sum())

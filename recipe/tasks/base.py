@@ -7,9 +7,11 @@ tests/tasks/. Methods take torch tensors as the engine holds them: `out` is a mo
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
-import torch
+if TYPE_CHECKING:    # annotations only: listing the tasks must not import torch (recipe schema, config checks)
+    import numpy as np
+    import torch
 
 
 class Task:
@@ -21,6 +23,12 @@ class Task:
     higher_is_better: ClassVar[bool] = True   # of the score; the loss is always lower-is-better
     stratify: ClassVar[bool] = False          # splits keep target ratios equal (needs discrete targets)
     has_classes: ClassVar[bool] = False       # targets are class ids with priors, per-class scores, confusion
+    trivial: ClassVar[str]                    # the dumb_models key of the constant predictor ("majority", "mean")
+    balanced_label: ClassVar[str]             # balanced_score's name in evidence ("balanced accuracy", "R²")
+    probe_label: ClassVar[str]                # probe_value's axis label on baseline's prediction-dynamics plot
+    paired_test: ClassVar[str]                # how baseline_rows are compared: "mcnemar" (0/1 rows), "bootstrap"
+    memorize_loss_key: ClassVar[str] = "max_loss"       # overfit.memorize's threshold key for the final loss
+    memorize_min_score: ClassVar[Optional[float]] = None  # overfit.memorize also needs this score (None: loss only)
 
     # ------------------------------------------------------------------ outputs and losses
 
@@ -39,6 +47,16 @@ class Task:
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean training loss (float32) of outputs in the loss's shape."""
         raise NotImplementedError
+
+    def unreduced_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-row training loss (float32) of outputs in the loss's shape: what stacked members average."""
+        raise NotImplementedError
+
+    def flat_members(self, out: torch.Tensor) -> torch.Tensor:
+        """Stacked members' outputs (K, B, ...) brought to the loss's shape per member, without validation."""
+        k, b = out.shape[:2]
+        flat = self.flat(out.reshape(k * b, *out.shape[2:]))
+        return flat.reshape(k, b, *flat.shape[1:])
 
     def row_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-row loss (float64): the unit a paired bootstrap resamples."""
@@ -70,6 +88,25 @@ class Task:
         """How differently two models predict a split (0: the same predictions)."""
         raise NotImplementedError
 
+    def in_target_units(self, pred: np.ndarray, target_stats: dict[str, float]) -> np.ndarray:
+        """`prediction`'s values as the user reads them (regression: undo the target standardization)."""
+        return pred
+
+    def csv_lines(self, pred: np.ndarray, key: str, rows: Sequence[str], classes: Optional[Sequence[Any]],
+                  cell) -> list[str]:
+        """predict's CSV: a header (`key`, then "prediction", then any per-class columns) and one line per row.
+        `cell` quotes one value for CSV."""
+        return [f"{key},prediction"] + [f"{r},{v:.6g}" for r, v in zip(rows, pred)]
+
+    def labels(self, pred: np.ndarray, classes: Optional[Sequence[Any]]) -> list:
+        """One prediction per row as the user reads it: the original label, or the value in target units."""
+        return pred.tolist()
+
+    def baseline_rows(self, net_out: np.ndarray, base_pred: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Per val row, the network (outputs) and a dumb baseline (sklearn predictions in the network's target
+        space) for regularize.beats-baselines: correctness (paired_test "mcnemar") or a loss ("bootstrap")."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ expectations from the data report
 
     def output_bias(self, priors: Optional[Sequence[float]]) -> torch.Tensor:
@@ -84,8 +121,41 @@ class Task:
         """Initial losses that are fine for a model as built (before recipe sets the output bias)."""
         return [self.expected_init_loss(report)]
 
+    def init_loss_evidence(self, num_classes: int) -> dict[str, Any]:
+        """What baseline.init-loss adds to its evidence to say where the expected loss comes from."""
+        return {}
+
+    def init_prediction(self, out: torch.Tensor, out_built: torch.Tensor, priors: Optional[Sequence[float]],
+                        num_classes: int, th: dict[str, Any]) -> dict[str, Any]:
+        """baseline.bias-init's measure: how far the mean prediction of the untrained model is from the train
+        targets' mean or priors, after recipe's bias init (`out`) and as built (`out_built`), against the check's
+        thresholds `th`. Returns {"bad", "bad_built", "what", "built_what", "gap", "evidence"}: evidence holds
+        {"after_recipe_init", "as_built", ...the thresholds used}."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ baseline's model checks
+
+    def loss_input(self, out: torch.Tensor, y: torch.Tensor) -> tuple[str, str, dict[str, Any], str]:
+        """baseline.loss-input: do the outputs look like what the loss expects (logits, unbounded values)?
+        Returns (status, title, evidence, advice)."""
+        raise NotImplementedError
+
+    def balanced_score(self, out: torch.Tensor, y: torch.Tensor, num_classes: int) -> float:
+        """A score a constant prediction cannot inflate (baseline.input-independent): balanced accuracy, R²."""
+        raise NotImplementedError
+
+    def probe_value(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One number per probed val row for baseline's prediction-dynamics plot (p(true class), prediction)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ dumb baselines
 
     def dumb_models(self, seed: int) -> dict[str, Any]:
         """The dumb baselines, unfitted (sklearn estimators whose `.score` is this task's score)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ targets as the data loader holds them
+
+    def network_target(self, y, target_stats: dict[str, float]):
+        """Targets (numpy, as loaded) as the network sees them: class ids, or standardized values."""
         raise NotImplementedError

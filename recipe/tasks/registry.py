@@ -1,9 +1,21 @@
 """The task registry: name -> Task instance. Registering is the only step a new task needs."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from pathlib import Path
+
 from recipe.errors import RecipeError
 
 _TASKS: dict = {}
+_NOT_TASKS = {"base", "registry"}
+
+
+def _built_in() -> set[str]:
+    """Modules of recipe/tasks/ other than the interface: each defines the task it is named after. They load on
+    first use, so listing the tasks (config validation, `recipe schema`) does not import torch."""
+    return {m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+            if not m.name.startswith("_") and m.name not in _NOT_TASKS}
 
 
 def register(cls):
@@ -15,15 +27,18 @@ def register(cls):
 
 
 def get(name: str):
-    """The registered task called `name` (an instance)."""
+    """The registered task called `name` (an instance); a built-in one is imported here the first time."""
+    if name not in _TASKS and name in _built_in():
+        importlib.import_module(f"recipe.tasks.{name}")
     try:
         return _TASKS[name]
     except KeyError:
-        raise RecipeError(f"task: unknown task '{name}' (known: {', '.join(sorted(_TASKS))})") from None
+        raise RecipeError(f"task: unknown task '{name}' (known: {', '.join(names())})") from None
 
 
 def names() -> list[str]:
-    return sorted(_TASKS)
+    """Every task a config may name: the built-in modules and whatever else registered itself."""
+    return sorted(set(_TASKS) | _built_in())
 
 
 def unregister(name: str) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -18,6 +19,11 @@ class Regression(Task):
     metric_label = "R²"
     loss_label = "squared error"
     loss_unit = "squared error per row (std units)"
+    trivial = "mean"
+    balanced_label = "R²"
+    probe_label = "prediction (standardized)"
+    paired_test = "bootstrap"
+    memorize_loss_key = "regression_max_loss"
 
     def num_outputs(self, num_classes: int) -> int:
         return 1
@@ -34,6 +40,9 @@ class Regression(Task):
 
     def loss(self, out, y):
         return F.mse_loss(out.float(), y)
+
+    def unreduced_loss(self, out, y):
+        return (out - y) ** 2
 
     def row_loss(self, out, y):
         return ((out.reshape(len(out), -1)[:, 0] - y) ** 2).double()
@@ -57,11 +66,47 @@ class Regression(Task):
     def disagreement(self, a, b):
         return float((a.reshape(-1) - b.reshape(-1)).abs().mean())
 
+    def in_target_units(self, pred, target_stats):
+        return pred * target_stats["std"] + target_stats["mean"]
+
+    def baseline_rows(self, net_out, base_pred, y):
+        out = net_out.reshape(len(net_out), -1)[:, 0]
+        return {"net": (out - y) ** 2, "base": (base_pred - y) ** 2}
+
     def output_bias(self, priors):
         return torch.zeros(1)          # standardized targets: the train mean is 0
 
     def expected_init_loss(self, report: dict[str, Any]) -> float:
         return 1.0                     # predicting the mean of standardized targets: their variance
+
+    def init_loss_evidence(self, num_classes):
+        return {"target": "standardized (variance 1)"}
+
+    def init_prediction(self, out, out_built, priors, num_classes, th):
+        """Mean output in target standard deviations (standardized targets: the train mean is 0)."""
+        gap, gap_built = float(out.float().reshape(-1).mean()), float(out_built.float().reshape(-1).mean())
+        limit = th["max_mean_offset"]
+        return {"gap": gap, "bad": abs(gap) > limit, "bad_built": abs(gap_built) > limit,
+                "what": f"mean output at init is {gap:+.3f} target standard deviations from the target mean",
+                "built_what": f"as built, the mean output at init is {gap_built:+.3f} target standard deviations off",
+                "evidence": {"after_recipe_init": {"mean_output": round(gap, 4)},
+                             "as_built": {"mean_output": round(gap_built, 4)}, "max_mean_offset": limit}}
+
+    def loss_input(self, out, y):
+        flat = out.reshape(len(out), -1)[:, 0]
+        ev = {"min": float(flat.min()), "max": float(flat.max())}
+        if bool((flat > 0).all() and (flat < 1).all()) and float(flat.std()) < 0.5 and (y < 0).any():
+            return ("fail", "regression outputs all lie in (0, 1), like a sigmoid, but standardized targets are "
+                    "negative too", ev, "Remove the output activation for regression.")
+        return "pass", "regression output is unbounded", ev, ""
+
+    def balanced_score(self, out, y, num_classes):
+        """R²: a constant prediction scores at most 0 whatever the targets' spread."""
+        var = float(y.double().var(unbiased=False))
+        return 1 - float(self.row_loss(out, y).mean()) / var if var > 0 else float("nan")
+
+    def probe_value(self, out, y):
+        return out.reshape(-1)
 
     def dumb_models(self, seed: int) -> dict[str, Any]:
         from sklearn.dummy import DummyRegressor
@@ -71,3 +116,6 @@ class Regression(Task):
         return {"mean": DummyRegressor(), "linear": Ridge(),
                 "gradient_boosting": HistGradientBoostingRegressor(max_iter=60, random_state=seed,
                                                                    early_stopping=False)}
+
+    def network_target(self, y, target_stats):
+        return ((y - target_stats["mean"]) / target_stats["std"]).astype(np.float32)

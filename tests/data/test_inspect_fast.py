@@ -56,7 +56,7 @@ def _signal(tmp_path, x, y):
     from recipe import checks as C
     from recipe.config import load as load_config
     from recipe.data import load as load_data
-    from recipe.stages.inspect import check_signal
+    from recipe.data.kinds.table_probes import check_signal
     from tests.conftest import write_config
 
     np.savez(tmp_path / "d.npz", x=x, y=y)
