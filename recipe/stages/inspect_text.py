@@ -1,5 +1,5 @@
 """inspect for text data: recipe/data/text/checks.py's checks, then for text-classification the table's label
-checks (data.label-conflict on document hashes, data.imbalance, data.split-shift), which live in this layer."""
+checks (data.label-conflict on document hashes, data.imbalance, data.split-shift, from recipe/data/kinds)."""
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -9,7 +9,7 @@ import numpy as np
 from recipe import checks as C
 from recipe.data.text import ngrams
 from recipe.data.text.checks import SPLITS, text_checks
-from recipe.stages.inspect import check_imbalance, check_label_conflict, check_split_shift
+from recipe.data.kinds.table_checks import check_imbalance, check_label_conflict, check_split_shift
 
 
 class _Labels:
@@ -17,6 +17,7 @@ class _Labels:
     numbers) under the table task name."""
 
     task = "classification"
+    has_classes = True
 
     def __init__(self, ds):
         self.classes, self.num_classes = ds.classes, ds.num_classes
