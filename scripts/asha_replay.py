@@ -51,8 +51,8 @@ def record(data: str, trials: int, epochs: int, seed: int) -> tuple[dict[int, li
 
 def replay(curves: dict[int, list[list[float]]], epochs: int, pruner) -> tuple[int, float]:
     """(epochs trained, best complete value) of a sequential study that prunes with `pruner`; each epoch reports
-    what tune's Objective reports (tune_asha.rung_value of the val score and loss)."""
-    from recipe.stages.tune_asha import rung_value
+    what tune's Objective reports (tune.asha.rung_value of the val score and loss)."""
+    from recipe.stages.tune.asha import rung_value
 
     used = [0]
 
@@ -82,7 +82,7 @@ def main() -> None:
                     help="'default' (tune's ASHAPruner) or reduction/references")
     a = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from recipe.stages.tune_asha import ASHAPruner
+    from recipe.stages.tune.asha import ASHAPruner
 
     cache = Path(a.curves or f"/tmp/asha-curves2-{a.data}-{a.trials}x{a.epochs}.json")
     stored = json.loads(cache.read_text()) if cache.exists() else {}

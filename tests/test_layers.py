@@ -37,3 +37,13 @@ def test_the_detector_sees_a_forbidden_import(tmp_path):
     bad.write_text("def f():\n    from recipe.runner import StageResult\n")
     assert _offenders([bad], ("recipe.runner",)) == ["bad.py imports recipe.runner",
                                                      "bad.py imports recipe.runner.StageResult"]
+
+
+def test_tune_and_ensemble_modules_are_small_and_say_what_they_are_for():
+    """Issue 18 item 3: the tune and ensemble packages are split by job; no module over 400 lines, each opens
+    with a docstring."""
+    files = sorted([*(PKG / "stages" / "tune").glob("*.py"), *(PKG / "stages" / "ensemble").glob("*.py")])
+    assert len(files) >= 20
+    long = [f"{f.parent.name}/{f.name}: {n}" for f in files if (n := len(f.read_text().splitlines())) > 400]
+    bare = [f"{f.parent.name}/{f.name}" for f in files if not ast.get_docstring(ast.parse(f.read_text()))]
+    assert long == [] and bare == []

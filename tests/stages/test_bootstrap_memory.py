@@ -6,7 +6,7 @@ import tracemalloc
 import numpy as np
 import torch
 
-from recipe.stages import ensemble as ens
+from recipe.stages.ensemble import stats as ens    # where the bootstrap lives (BOOTSTRAP_CHUNK is read there)
 
 
 def test_chunks_give_the_same_interval_as_one_resample(monkeypatch):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from recipe.stages import ensemble as S
+from recipe.stages.ensemble import stats as SS
 from tests.conftest import IRIS, check, invoke, record, run_stages, write_config
 
 STAGES = ("inspect", "baseline", "overfit-batch", "regularize", "tune", "ensemble")
@@ -53,7 +54,7 @@ def test_greedy_never_below_best_member_and_uses_replacement():
 
 
 def _member(name, out, y):
-    s = S._score(out, y, "classification", 3)
+    s = SS._score(out, y, "classification", 3)
     return S.Member(name, "tune", {}, 0, torch.nn.Identity(), val_out=out, val=s["score"], val_loss=s["loss"])
 
 
@@ -281,7 +282,7 @@ def test_a_class_never_predicted_shows_zero_not_null():
 
 def test_the_gain_names_the_metric_it_was_judged_on():
     """issue 17 item 2: an accuracy tie beside a verdict made on log-loss says so (check title and summary)."""
-    from recipe.stages.ensemble_gain import judged_text
+    from recipe.stages.ensemble.gain import judged_text
 
     torch.manual_seed(1)
     y = torch.randint(0, 3, (600,))

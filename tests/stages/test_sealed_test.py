@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from recipe.stages import ensemble as S
+from recipe.stages.ensemble import stage as ES
 from tests.conftest import check, invoke, record, run_stages, write_config
 from tests.stages.test_ensemble import IRIS_OK, STAGES
 
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # runs `recipe ensemble` in a child process that SIGKILLs itself right after the look is on disk
 KILL_AFTER_LOOK = """
 import os, signal, sys
-import recipe.stages.sealed_test as T
+import recipe.stages.ensemble.sealed_test as T
 recorded = T.record_look
 def record_then_die(ctx, ds):
     recorded(ctx, ds)
@@ -106,7 +107,7 @@ def test_corrupt_ledger_refuses_naming_the_file_and_force_keeps_it(tuned, conten
 
 
 def test_unreadable_ledger_is_never_no_looks(tmp_path):
-    from recipe.stages import sealed_test as T
+    from recipe.stages.ensemble import sealed_test as T
 
     path = tmp_path / "test_looks.json"
     assert T.read_looks(path) == []                       # only a missing file means "never looked"
@@ -158,7 +159,7 @@ def test_a_broken_student_is_not_shipped_and_the_stage_says_why(tuned, monkeypat
                 p.zero_()                                  # predicts one class for every row
         return student, info
 
-    monkeypatch.setattr(S, "distill", broken)
+    monkeypatch.setattr(ES, "distill", broken)   # the name the stage calls
     r = invoke("ensemble", cfg, "--runs", runs, "-o", "ensemble.distill=true", "-q")
     assert r.exit_code in (0, 1), r
     art = json.loads((runs / "iris" / "ensemble" / "ensemble.json").read_text())

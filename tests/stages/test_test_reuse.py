@@ -6,7 +6,7 @@ import json
 import pytest
 
 from recipe.config import load
-from recipe.stages import test_reuse as R
+from recipe.stages.ensemble import reuse as R
 from recipe.workspace import Workspace, stage_state
 from tests.conftest import check, invoke, record
 from tests.stages.test_sealed_test import _tuned, tuned  # noqa: F401 (fixtures: iris up to tune, no look yet)

@@ -163,7 +163,7 @@ def test_jobs_2_spawned_worker_takes_its_share_and_imports_torch_passive(tmp_pat
     from recipe.config import validate
     from recipe.data import load
     from recipe.stages import tune as T
-    from recipe.stages import tune_workers as W
+    from recipe.stages.tune import jobs as W
 
     cfg = validate({"name": "w", "seed": 0, "data": {"source": "builtin:digits"}, "model": {"kind": "mlp",
                     "hidden": [8]}, "train": {"epochs": 1}})
@@ -234,7 +234,7 @@ def test_asha_prunes_and_spends_fewer_epochs(tmp_path, batch):
 
 
 def test_asha_rungs_fit_the_epoch_budget():
-    from recipe.stages.tune_asha import rungs
+    from recipe.stages.tune.asha import rungs
 
     assert rungs(18) == [1, 3, 9]         # then 18: every promotion at least doubles the epochs
     assert rungs(30) == [1, 3, 9]         # not 27 of 30
@@ -247,7 +247,7 @@ def _asha_study(budget: int, curves: list[list[float]]):
     """Run trials one after another on an in-memory study; each reports its curve until pruned."""
     import optuna
 
-    from recipe.stages.tune_asha import ASHAPruner
+    from recipe.stages.tune.asha import ASHAPruner
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     epochs = len(curves[0])
@@ -315,7 +315,7 @@ def _replay_recorded(name: str, **pruner) -> tuple[float, list[int]]:
 
     import optuna
 
-    from recipe.stages.tune_asha import ASHAPruner, rung_value
+    from recipe.stages.tune.asha import ASHAPruner, rung_value
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     recorded = json.loads((Path(__file__).parents[1] / "data" / "asha_curves.json").read_text())[name]
@@ -348,7 +348,7 @@ def test_asha_on_recorded_curves(name, fraction):
 
 
 def test_asha_ranks_ties_by_val_loss_and_keeps_half_at_the_last_rung():
-    from recipe.stages.tune_asha import ASHAPruner, references, rung_value
+    from recipe.stages.tune.asha import ASHAPruner, references, rung_value
 
     assert rung_value(0.9, 0.2) > rung_value(0.9, 0.3) > rung_value(0.9 - 1e-6, 0.0)   # below one sample in 1e6
     assert rung_value(0.9, float("nan")) == 0.9
@@ -396,7 +396,7 @@ def test_eval_batch_size_probes_a_model_once_per_input_shape():
 
 
 def test_asha_past_the_last_rung_never_prunes():
-    from recipe.stages.tune_asha import ASHAPruner
+    from recipe.stages.tune.asha import ASHAPruner
 
     # 30 epochs: Optuna's halving would compare at 27 too; ours stops at 9 (27 -> 30 would save 3 epochs)
     assert ASHAPruner(30, 10).rungs == [1, 3, 9]
@@ -405,26 +405,6 @@ def test_asha_past_the_last_rung_never_prunes():
     # complete trial's 0.9 at 27); past our last rung it completes
     states = _asha_study(5, [flat(0.5), flat(0.6), flat(0.7), flat(0.9), [0.95] * 26 + [0.5] * 4])
     assert states[3:] == [("COMPLETE", 30), ("COMPLETE", 30)]
-
-
-def test_optuna_private_names_still_exist():
-    """tune leans on three Optuna private names (recipe/stages/optuna_private.py): if an Optuna upgrade renames
-    one, this fails here, by name, instead of ASHA or the worker accounting misbehaving quietly."""
-    import optuna
-
-    from recipe.stages import optuna_private as P
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize",
-                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
-    trial = study.ask()
-    assert isinstance(P.trial_id(trial), int)
-    P.set_system_attr(study, trial, "recipe:probe", 7)
-    trial.report(0.5, 1)
-    trial.should_prune()       # records the rung-0 value under the key P.rung_key(0) names
-    frozen = P.storage_of(study).get_trial(P.trial_id(trial))
-    assert frozen.system_attrs["recipe:probe"] == 7
-    assert frozen.system_attrs[P.rung_key(0)] == 0.5
 
 
 def test_rerun_continues_to_total(tmp_path):
@@ -494,7 +474,7 @@ def test_tune_batch_is_validated_and_defaults_from_the_model_size():
 
     from recipe.config import validate
     from recipe.errors import ConfigError
-    from recipe.stages.tune_batch import batch_size
+    from recipe.stages.tune.batch import batch_size
 
     with pytest.raises(ConfigError, match="tune.batch"):
         validate({"name": "b", "data": {"source": "builtin:digits"}, "tune": {"batch": 0}})
@@ -771,7 +751,7 @@ def test_boundary_never_suggests_an_invalid_value():
 
     from recipe import checks as C
     from recipe.stages.tune import check_boundary
-    from recipe.stages.tune_bounds import valid_bounds, widen
+    from recipe.stages.tune.bounds import valid_bounds, widen
 
     th = C.thresholds("tune.boundary")
     assert valid_bounds("model.dropout") == (0.0, True, 1.0, False)

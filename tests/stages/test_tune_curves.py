@@ -26,7 +26,7 @@ def test_stacked_trials_write_the_curve_the_study_recorded(tmp_path):
         epochs, steps = read_metrics(folder / f"{study.study_name}-{t.number}" / "metrics.jsonl")
         # one line per epoch the trial trained, a pruned trial's file ends at the epoch it was pruned
         assert [e["epoch"] for e in epochs] == list(range(1, int(rows[t.number]["epochs"]) + 1))
-        # the pruner's value is the val score less a 1e-9 loss tie-break (tune_asha.rung_value)
+        # the pruner's value is the val score less a 1e-9 loss tie-break (tune/asha.py rung_value)
         assert {e["epoch"]: e["val_score"] for e in epochs} == pytest.approx(t.intermediate_values, abs=1e-8)
         assert all(len(e["val_per_class"]) == 10 and math.isfinite(e["val_loss"]) for e in epochs)
         assert steps and all(s["train_loss"] > 0 for s in steps)

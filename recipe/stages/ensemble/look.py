@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from recipe import checks as C
+from recipe import tasks
 from recipe.errors import GateError
-from recipe.stages import sealed_test as T
-from recipe.stages import test_reuse as R
+from recipe.stages.ensemble import sealed_test as T
+from recipe.stages.ensemble import reuse as R
 
 
 def val_failures(checks: list[C.Check], overrides: Optional[dict]) -> list[C.Check]:
@@ -52,7 +53,7 @@ def take(cfg, ctx, ds, final: str, used, best, student) -> Look:
     """The test numbers of the final model (and of the alternatives, for the record): reused when a scored look
     evaluated exactly these models, else one new look, on disk before the rows are handed out."""
     from recipe.engine import train as E
-    from recipe.stages.ensemble import combine
+    from recipe.stages.ensemble.selection import combine
 
     key = R.model_key(cfg, ctx, ds, final, used, best, student)
     looks = T.read_looks(T.ledger_path(ctx))
@@ -76,7 +77,7 @@ def take(cfg, ctx, ds, final: str, used, best, student) -> Look:
     ty = torch.from_numpy(np.ascontiguousarray(ds.target(test.y))).to(ctx.device)
 
     def probs(out):
-        return torch.log_softmax(out, 1) if task == "classification" else out
+        return tasks.get(task).as_output(out)
 
     ens_out = combine([E.predict(m.model, tx, precision=precision) for m, _ in used], [w for _, w in used], task)
     single_out = E.predict(best.model, tx, precision=precision)

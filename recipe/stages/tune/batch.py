@@ -39,15 +39,14 @@ def batch_size(cfg, ds, chosen: dict, device, jobs: int = 1, trials: Optional[in
 
 def run_batch(study, trials: list, objective, tick=None) -> None:
     """Train `trials` (asked by this worker) stacked by architecture; tell each as it finishes."""
-    from optuna.storages._heartbeat import get_heartbeat_thread
-
     from recipe.engine.stacked import fit_stacked_from_configs, stack_key, why_not_stacked
-    from recipe.stages.tune import _run_trial
+    from recipe.stages.tune import optuna_private as P
+    from recipe.stages.tune.worker import _run_trial
 
     told: set[int] = set()
     with contextlib.ExitStack() as beats:
         for t in trials:
-            beats.enter_context(get_heartbeat_thread(t._trial_id, study._storage))
+            beats.enter_context(P.heartbeat(study, t))
         try:
             prepared = [(t, *objective.prepare(t)) for t in trials]      # (trial, overrides, vcfg, model)
             groups: dict[str, list] = {}
@@ -63,7 +62,7 @@ def run_batch(study, trials: list, objective, tick=None) -> None:
                     continue
                 by_model = {id(model): (trial, overrides) for trial, overrides, _, model in group}
                 for trial, *_ in group:    # not a user attr: trials.csv stays as unbatched
-                    study._storage.set_trial_system_attr(trial._trial_id, STACKED, len(group))
+                    P.set_system_attr(study, trial, STACKED, len(group))
 
                 def finished(member, by_model=by_model) -> None:
                     trial, overrides = by_model[id(member.model)]
@@ -93,7 +92,7 @@ def _held(report):
 
 
 def _fail_untold(study, trials: list, error: BaseException) -> None:
-    from recipe.stages.tune import _run_trial
+    from recipe.stages.tune.worker import _run_trial
 
     def reraise(_trial):
         raise error

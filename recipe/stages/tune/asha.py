@@ -31,11 +31,17 @@ import math
 from optuna.pruners import BasePruner
 from optuna.trial import TrialState
 
-from recipe.stages.optuna_private import rung_key, set_system_attr
+from recipe.stages.tune.optuna_private import set_system_attr
 
 REDUCTION = 3       # rungs grow x3 in epochs; each rung below the last keeps the top third
 FIRST_RUNG = 1      # epochs: on digits, epoch-1 ranks keep the best trials as often as epoch-2 ranks
 TIE_WEIGHT = 1e-9   # val loss's weight in rung_value: far below one val sample (1/n_val) for any n_val < 1e8
+
+
+def rung_key(rung: int) -> str:
+    """The system attribute holding a trial's value at `rung` (0 = the first): the name Optuna's halving pruner
+    gives it, so studies recorded before ASHA had its own name keep their rung values when resumed."""
+    return f"completed_rung_{rung}"
 
 
 def rungs(epochs: int, reduction: int = REDUCTION) -> list[int]:
@@ -93,7 +99,7 @@ class ASHAPruner(BasePruner):
 
     def _last_hope(self, study, trial) -> bool:
         """True when no trial completed, none other is running and the budget ends with this one."""
-        from recipe.stages.tune import counted
+        from recipe.stages.tune.recovery import counted
 
         trials = study.get_trials(deepcopy=False)
         if any(t.state == TrialState.COMPLETE or (t.state == TrialState.RUNNING and t.number != trial.number)

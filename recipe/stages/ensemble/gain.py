@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from recipe import checks as C
+from recipe import tasks
 
 if TYPE_CHECKING:
-    from recipe.stages.ensemble import Member
+    from recipe.stages.ensemble.members import Member
 
 
 def disagreement(outputs: list[torch.Tensor], task: str) -> float:
@@ -22,25 +23,21 @@ def disagreement(outputs: list[torch.Tensor], task: str) -> float:
     absolute difference of their predictions (regression, standardized units)."""
     if len(outputs) < 2:
         return 0.0
-    vals = []
-    for i in range(len(outputs)):
-        for j in range(i + 1, len(outputs)):
-            if task == "classification":
-                vals.append(float((outputs[i].argmax(1) != outputs[j].argmax(1)).float().mean()))
-            else:
-                vals.append(float((outputs[i].reshape(-1) - outputs[j].reshape(-1)).abs().mean()))
+    t = tasks.get(task)
+    vals = [t.disagreement(outputs[i], outputs[j]) for i in range(len(outputs)) for j in range(i + 1, len(outputs))]
     return float(np.mean(vals))
 
 
 def loss_name(task: str) -> str:
-    return "log-loss" if task == "classification" else "squared error"
+    return tasks.get(task).loss_label
 
 
 def check_gain(members: list[Member], same: dict[str, str], weights: np.ndarray, ens_out: torch.Tensor,
                y: torch.Tensor, task: str, num_classes: int, method: str, seed: int) -> C.Check:
     """ensemble.gain: the ensemble must beat the best single member on val beyond bootstrap noise."""
-    from recipe.stages.ensemble import _lower, _score, paired_bootstrap, row_correct, row_loss   # import late
+    from recipe.stages.ensemble.stats import _lower, _score, paired_bootstrap, row_correct, row_loss
 
+    t = tasks.get(task)
     best = max(members, key=lambda m: (m.val, -m.val_loss))
     ens = _score(ens_out, y, task, num_classes)
     used = [f"{m.name} ×{w:.2f}" for m, w in zip(members, weights) if w > 0]
@@ -59,11 +56,11 @@ def check_gain(members: list[Member], same: dict[str, str], weights: np.ndarray,
     lbound = _lower(loss_delta, seed)
     ev["loss_gain"] = {"mean": round(lmean, 5), "ci95": [round(llo, 5), round(lhi, 5)],
                        "lower_bound_95": round(lbound, 5),
-                       "unit": "nll per row" if task == "classification" else "squared error per row (std units)"}
+                       "unit": t.loss_unit}
     beyond, judged = lbound > 0, loss_name(task)
     why = f"its {judged} is lower by {lmean:.4f} (one-sided 95% bound {lbound:.4f} > 0)"
     tested = f"{judged} {lmean:+.4f} per row (bound {lbound:.4f})"
-    if task == "classification":
+    if t.has_classes:
         acc_delta = row_correct(ens_out, y) - row_correct(best.val_out, y)
         amean, alo, ahi = paired_bootstrap(acc_delta, seed + 1)
         abound = _lower(acc_delta, seed + 1)
@@ -75,15 +72,15 @@ def check_gain(members: list[Member], same: dict[str, str], weights: np.ndarray,
             why = f"its accuracy is higher by {amean:.4f} (one-sided 95% bound {abound:.4f} > 0)"
         if ens["score"] < best.val:        # never trade the task metric for a lower loss
             beyond = False
-    ev["judged_on"] = judged if beyond else ("log-loss and accuracy" if task == "classification" else judged)
+    ev["judged_on"] = judged if beyond else (f"{t.loss_label} and {t.metric_label}" if t.has_classes else judged)
     ev["note"] = "selected and measured on val: the gain is optimistic; the test numbers are not"
-    if task == "classification" and not beyond and bool(row_correct(best.val_out, y).min() == 1):
+    if t.has_classes and not beyond and bool(row_correct(best.val_out, y).min() == 1):
         # a perfect best member leaves an ensemble nothing to gain on val: no evidence of a problem either way
         ev["best_member_val_errors"] = 0
         return C.make("ensemble.gain", "warn", f"{best.name} already gets all {len(y)} val rows right: val leaves an "
                       "ensemble nothing to gain, so the best single model ships", ev,
                       "Nothing to fix; a harder or larger val split would tell members apart.")
-    if len(members) == 1 or (task == "classification" and spread == 0.0 and not beyond):
+    if len(members) == 1 or (t.has_classes and spread == 0.0 and not beyond):
         n = len(members) + len(same)
         return C.make("ensemble.gain", "fail", f"no diversity: the {n} members are the same model "
                       f"(identical val predictions), so the ensemble cannot beat {best.name}", ev,

@@ -35,7 +35,7 @@ def _worker_main(raw: dict, base_dir: str, plan: dict, worker: int, jobs: int, d
         from recipe import threads as thread_policy
         from recipe.config import validate
         from recipe.engine.train import pick_device
-        from recipe.stages.tune import Plan, work
+        from recipe.stages.tune.worker import Plan, work
 
         thread_policy.set_share(jobs)    # N workers share the cores, not oversubscribe them
         thread_policy.apply_default()
@@ -79,13 +79,13 @@ def run_jobs(cfg, ds, device, plan, jobs: int, tick=None, device_name: str = "au
     """Take the study's trials with `jobs` processes: this one (worker 0) and jobs - 1 spawned ones. This process
     stops workers still starting when the budget is met, so --jobs 2 is not slower than --jobs 1 on a short
     study. Returns the exit codes of workers that crashed (their trials were retried)."""
-    from recipe.stages.tune import work
+    from recipe.stages.tune.worker import work
 
     if jobs <= 1:
         work(cfg, ds, device, plan, tick=tick)
         return []
     from recipe import threads
-    from recipe.stages.tune import join_study
+    from recipe.stages.tune.worker import join_study
 
     threads.set_share(jobs)
     procs, gates = [], []

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from recipe import checks as C
+from recipe import tasks
 from recipe.errors import GateError
 from recipe.workspace import atomic_write_json
 
@@ -98,7 +99,7 @@ def check_before_stage(cfg, ctx) -> None:
         _durable_write(path, [_set_aside(path)])
         return
     if looks and not ctx.options.force:
-        from recipe.stages import test_reuse as R
+        from recipe.stages.ensemble import reuse as R
 
         now = R.inputs(cfg.model_dump(mode="json"), ctx.workspace)
         scored = [k for k in looks if k.get("status") == "scored"]
@@ -193,14 +194,14 @@ def _r(v: float, nd: int = 4) -> Optional[float]:
 def evaluate_test(cfg, ctx, ds, final_out: torch.Tensor, ty: torch.Tensor, others: dict[str, torch.Tensor]):
     """Scores, interval, per-class table, confusion matrix and calibration of the final model on test."""
     from recipe import plots
-    from recipe.stages.ensemble import _score, bootstrap_score   # ensemble imports this module: import late
+    from recipe.stages.ensemble.stats import _score, bootstrap_score
 
     s = _score(final_out, ty, ds.task, ds.num_classes)
     lo, hi = bootstrap_score(final_out, ty, ds.task, cfg.seed)
     result: dict[str, Any] = {"score": s["score"], "ci95": [lo, hi], "loss": s["loss"], "rows": len(ty),
-                              "metric": "accuracy" if ds.task == "classification" else "R²",
+                              "metric": tasks.get(ds.task).metric_label,
                               "others": {k: _score(o, ty, ds.task, ds.num_classes)["score"] for k, o in others.items()}}
-    if ds.task == "classification":
+    if tasks.get(ds.task).has_classes:
         y = ty.cpu().numpy()
         pred = final_out.argmax(1).cpu().numpy()
         cm = np.zeros((ds.num_classes, ds.num_classes), dtype=np.int64)

@@ -118,3 +118,10 @@ class StudyLock:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+def storage_url(cfg, ctx) -> str:
+    url = ctx.options.tune.get("storage") or cfg.tune.storage
+    if url:
+        return url
+    return str(ctx.dir / "study" / "journal.log")

@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from recipe import checks as C
+from recipe import tasks
 
 if TYPE_CHECKING:
-    from recipe.stages.ensemble import Member
+    from recipe.stages.ensemble.members import Member
 
 TEMPERATURE = 2.0        # Hinton et al. 2015: soft targets at T > 1 carry the teacher's "dark knowledge"
 
@@ -31,7 +32,8 @@ def distill(cfg, ctx, ds, best: Member, members: list[Member], weights) -> tuple
     from recipe.engine import train as E
     from recipe.engine.monitors import compact
     from recipe.models import create
-    from recipe.stages.ensemble import _curve, combine   # ensemble imports this module: import late
+    from recipe.stages.ensemble.members import _curve
+    from recipe.stages.ensemble.selection import combine
 
     tr, va = ctx.tensors("train"), ctx.tensors("val")
     precision = cfg.train.precision
@@ -39,14 +41,14 @@ def distill(cfg, ctx, ds, best: Member, members: list[Member], weights) -> tuple
                       ds.task)                                                         # (N, C) log-probs or (N,)
     scfg = cfg.with_overrides(best.overrides)
     student = create(scfg, ds, cfg.seed + 1000).to(ctx.device)
-    if ds.task == "classification":
+    if tasks.get(ds.task).has_classes:
         soft = torch.softmax(teacher / TEMPERATURE, 1)                                  # (N, C) soft targets
         target, net = E.Tensors(tr.x, soft), Tempered(student, TEMPERATURE)
     else:
         target, net = E.Tensors(tr.x, teacher.float()), student
     r = E.fit_from_config(net, target, va, scfg, ds, eval_train=False, augment=None,
                           metrics_path=_curve(ctx, "student"))
-    info = {"temperature": TEMPERATURE if ds.task == "classification" else None, "size_of": best.name,
+    info = {"temperature": TEMPERATURE if tasks.get(ds.task).has_classes else None, "size_of": best.name,
             "epochs": len(r.history), "seconds": round(r.seconds, 2), "stopped": r.stopped,
             "overrides": best.overrides, "transfer_set": "train rows", "health": compact(r.health)}
     return student.eval(), info
@@ -57,15 +59,13 @@ def check_student(student_out: torch.Tensor, replaced_out: torch.Tensor, replace
     """ensemble.distill: the student ships only if its val score is within noise of (or above) the model it
     replaces. "Worse beyond noise" is the one-sided 95% paired-bootstrap bound of (replaced - student) per val
     row above 0: correctness for classification, squared error (reversed) for regression."""
-    from recipe.stages.ensemble import _lower, _score, paired_bootstrap, row_correct, row_loss   # import late
-    out = torch.log_softmax(student_out.float(), 1) if task == "classification" else student_out
+    from recipe.stages.ensemble.stats import _lower, _score, paired_bootstrap
+    t = tasks.get(task)
+    out = t.as_output(student_out)
     s, r = _score(out, y, task, num_classes), _score(replaced_out, y, task, num_classes)
-    if task == "classification":
-        delta = row_correct(replaced_out, y) - row_correct(out, y)          # > 0: the replaced model is better
-        unit = "accuracy per row"
-    else:
-        delta = row_loss(out, y, task) - row_loss(replaced_out, y, task)    # > 0: the student errs more
-        unit = "squared error per row (std units)"
+    # > 0: the replaced model is better (right where the student is wrong, or a smaller squared error)
+    delta = (t.row_score(replaced_out, y) - t.row_score(out, y)).cpu().numpy()
+    unit = f"{t.metric_label} per row" if t.has_classes else t.loss_unit
     mean, lo, hi = paired_bootstrap(delta, seed + 2)
     bound = _lower(delta, seed + 2)
     ev = {"student_val": round(s["score"], 4), "replaced": replaced, "replaced_val": round(r["score"], 4),
