@@ -54,6 +54,30 @@ class DataConfig(Section):
     augment: list[Literal["hflip", "crop", "noise", "shift"]] = Field(
         default_factory=list, description="Augmentations regularize may try (hflip changes labels of some data)."
     )
+    # text data (recipe/data/text): a .txt file, a folder of .txt files, or a table with a text column
+    text: Optional[str] = Field(None, description="Text column of a CSV/Parquet/JSONL source (text data).")
+    tokenizer: Literal["char", "byte", "bpe"] = Field(
+        "char", description="Text tokenizer: char (train's characters + unknown), byte (256), bpe (trained on train)."
+    )
+    vocab_size: int = Field(512, ge=2, description="BPE vocabulary size (data.tokenizer: bpe; at least 257).")
+    block_size: int = Field(128, ge=1, description="Context length in tokens (text data).")
+    chunk_chars: int = Field(2000, ge=1, description="A single .txt file is cut into contiguous chunks of this many "
+                                                     "characters, split by chunk (never interleaved).")
+
+    @field_validator("text")
+    @classmethod
+    def _text_column(cls, v):
+        if v is not None and not v.strip():
+            raise ValueError("must name the column that holds the text (got an empty name)")
+        return v
+
+    @field_validator("vocab_size")
+    @classmethod
+    def _bpe_vocab(cls, v, info):
+        # byte-level BPE starts from the 256 byte values: a smaller vocabulary cannot hold a single merge
+        if info.data.get("tokenizer") == "bpe" and v <= 256:
+            raise ValueError(f"must exceed 256 for data.tokenizer: bpe (256 byte symbols + merges; got {v})")
+        return v
 
     @field_validator("shape")
     @classmethod
