@@ -43,8 +43,7 @@ class Dataset:
 
     @property
     def task_object(self):
-        """The Task that owns what differs between tasks (recipe.tasks): output width, network targets. Its
-        module imports torch, so what loading and inspect need asks `has_classes` instead (no torch there)."""
+        """The Task that owns what differs between tasks (recipe.tasks): output width, network targets."""
         from recipe import tasks
 
         return tasks.get(self.task)

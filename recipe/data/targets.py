@@ -9,9 +9,11 @@ from recipe.data.sources import Table
 from recipe.errors import DataError
 
 
-# the table tasks whose targets are real values; every other task's targets are class ids. A name list, not
-# tasks.get(task).has_classes: the task modules import torch, and loading data (recipe inspect) does not
-REAL_VALUED = ("regression",)
+def real_valued(task: str) -> bool:
+    """Whether the task's targets are real values rather than class ids (the task says; no torch is imported)."""
+    from recipe import tasks
+
+    return not tasks.get(task).has_classes
 
 
 def _infer_task(y: np.ndarray) -> str:
@@ -38,7 +40,7 @@ def _encode_target(tables: dict[str, Table], task: Optional[str]) -> tuple[str, 
     train_y = ys["train"]
     task = task or _infer_task(np.concatenate([np.asarray(y) for y in ys.values()]) if train_y.dtype != object
                                else train_y)
-    if task in REAL_VALUED:
+    if real_valued(task):
         out = {}
         for s, y in ys.items():
             try:

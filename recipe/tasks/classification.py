@@ -5,8 +5,7 @@ import math
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from recipe.tasks._torch import F, torch
 
 from recipe.errors import ModelError
 from recipe.tasks.base import Task

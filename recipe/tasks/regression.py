@@ -4,8 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from recipe.tasks._torch import F, torch
 
 from recipe.errors import ModelError
 from recipe.tasks.base import Task

@@ -17,15 +17,18 @@ def test_built_in_tasks_are_registered_and_unknown_names_are_a_clear_error():
         tasks.get("ordinal")
 
 
-def test_built_in_tasks_are_their_modules_and_listing_them_imports_no_torch():
+def test_built_in_tasks_are_their_modules_and_asking_what_they_are_imports_no_torch():
+    """Loading data asks the task whether its targets are class ids; only computing a loss imports torch."""
     import subprocess
     import sys
 
     code = ("import sys; from recipe import tasks; names = tasks.names(); print(names, 'torch' in sys.modules); "
-            "print([tasks.get(n).name for n in names], 'torch' in sys.modules)")
+            "print([tasks.get(n).has_classes for n in names], 'torch' in sys.modules); "
+            "print(tasks.get('regression').expected_init_loss({}), 'torch' in sys.modules); "
+            "print(tasks.get('regression').output_bias(None).tolist(), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.splitlines()
     assert out == ["['classification', 'language-model', 'regression'] False",
-                   "['classification', 'language-model', 'regression'] True"]
+                   "[True, False, False] False", "1.0 False", "[0.0] True"]
 
 
 def test_registering_a_second_class_under_a_taken_name_is_refused():
@@ -153,3 +156,18 @@ def test_tasks_sit_below_the_engine_and_stages():
 
     assert _offenders((PKG / "tasks").rglob("*.py"), ("recipe.stages", "recipe.runner", "recipe.cli", "recipe.engine",
                                                        "recipe.data", "recipe.models", "recipe.stage")) == []
+
+
+def test_loading_data_follows_a_registered_task_s_kind_of_target_not_its_name():
+    """A new real-valued task needs no edit in recipe/data: targets are real values because the task says so."""
+    from recipe.data.targets import real_valued
+    from recipe.tasks.regression import Regression
+
+    class Quantile(Regression):
+        name = "toy-quantile"
+
+    tasks.register(Quantile)
+    try:
+        assert real_valued("toy-quantile") and real_valued("regression") and not real_valued("classification")
+    finally:
+        tasks.unregister("toy-quantile")

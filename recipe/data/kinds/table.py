@@ -15,7 +15,7 @@ from recipe.data.kinds.registry import register
 from recipe.data.normalize import norm_stats
 from recipe.data.sources import Table, read_source, small_pages
 from recipe.data.splitting import split_indices, strat_key
-from recipe.data.targets import REAL_VALUED, _encode_target, _infer_task
+from recipe.data.targets import _encode_target, _infer_task, real_valued
 from recipe.errors import DataError
 
 FINITE = ("data.non-finite", "the data holds NaN/inf")
@@ -90,8 +90,8 @@ class TableKind(DataKind):
         if base.n_rows < 3:
             raise DataError(f"{base.origin}: {base.n_rows} row(s) cannot be split into train/val/test")
         # stratify by the labels where the task (named, or as the target implies it) has classes
-        by_labels = d.split.stratify and base.target is not None and (cfg.task or _infer_task(
-            base.target if base.target.dtype != object else np.array(["a"], dtype=object))) not in REAL_VALUED
+        by_labels = d.split.stratify and base.target is not None and not real_valued(cfg.task or _infer_task(
+            base.target if base.target.dtype != object else np.array(["a"], dtype=object)))
         strat = strat_key(base.target) if by_labels else None
         parts = split_indices(base.n_rows, strat, d.split.val, d.split.test, cfg.seed, d.split.stratify)
         tables = {}
