@@ -10,10 +10,10 @@ from recipe.errors import ModelError, RecipeError
 
 
 def test_built_in_tasks_are_registered_and_unknown_names_are_a_clear_error():
-    assert tasks.names() == ["classification", "language-model", "regression"]
+    assert tasks.names() == ["classification", "language-model", "regression", "text-classification"]
     assert tasks.get("classification").metric == "accuracy" and tasks.get("regression").metric == "r2"
     with pytest.raises(RecipeError, match="task: unknown task 'ordinal' .known: classification, language-model, "
-                                          "regression"):
+                                          "regression, text-classification"):
         tasks.get("ordinal")
 
 
@@ -24,8 +24,8 @@ def test_built_in_tasks_are_their_modules_and_listing_them_imports_no_torch():
     code = ("import sys; from recipe import tasks; names = tasks.names(); print(names, 'torch' in sys.modules); "
             "print([tasks.get(n).name for n in names], 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.splitlines()
-    assert out == ["['classification', 'language-model', 'regression'] False",
-                   "['classification', 'language-model', 'regression'] True"]
+    names = "['classification', 'language-model', 'regression', 'text-classification']"
+    assert out == [f"{names} False", f"{names} True"]
 
 
 def test_registering_a_second_class_under_a_taken_name_is_refused():
@@ -121,8 +121,8 @@ def test_config_accepts_registered_tasks_only_and_the_schema_lists_them():
     from recipe.config import ConfigError, json_schema, validate
 
     raw = {"name": "x", "data": {"source": "builtin:iris"}}
-    with pytest.raises(ConfigError, match=r"task: must be one of classification, language-model, regression "
-                                          r"\(got 'regresion'\); did you mean 'regression'\?"):
+    with pytest.raises(ConfigError, match=r"task: must be one of classification, language-model, regression, "
+                                          r"text-classification \(got 'regresion'\); did you mean 'regression'\?"):
         validate({**raw, "task": "regresion"})
 
     @tasks.register
@@ -132,11 +132,11 @@ def test_config_accepts_registered_tasks_only_and_the_schema_lists_them():
     try:
         assert validate({**raw, "task": "toy"}).task == "toy"
         assert json_schema()["properties"]["task"]["anyOf"][0]["enum"] == ["classification", "language-model", "regression",
-                                                                          "toy"]
+                                                                          "text-classification", "toy"]
     finally:
         tasks.unregister("toy")
-    with pytest.raises(ConfigError, match="task: must be one of classification, language-model, regression "
-                                          ".got .toy.."):
+    with pytest.raises(ConfigError, match="task: must be one of classification, language-model, regression, "
+                                          "text-classification .got .toy.."):
         validate({**raw, "task": "toy"})
 
 
