@@ -31,5 +31,9 @@ test-slow: setup  # exit 5 = no slow test selected, which is fine
 test-all: setup
 	$(BIN)/python -m pytest -q
 
+# the real text configs/text-gpt.yaml reads (pydoc_data.topics, shipped with Python; no download)
+data/pydoc-topics: setup
+	$(BIN)/python scripts/pydoc_topics.py $@
+
 clean:
 	rm -rf runs .pytest_cache

@@ -142,7 +142,9 @@ def _build(model_cfg, input_shape: Sequence[int], num_outputs: int) -> nn.Module
         return ResNet(input_shape, model_cfg.hidden, num_outputs, model_cfg.activation, model_cfg.dropout)
     if kind in SEQUENCE_KINDS:
         raise ModelError(f"model.kind {kind} is a sequence model: it needs text data (a .txt source or data.text) "
-                         f"and is built by models.build_sequence, not from a per-sample shape {list(input_shape)}")
+                         f"and is built by models.build_sequence, not from a per-sample shape {list(input_shape)}; "
+                         "text models through baseline and the later stages are not wired yet (recipe inspect "
+                         "runs on text)")
     return _from_import_path(kind, input_shape, num_outputs, model_cfg.args)
 
 

@@ -10,10 +10,10 @@ from recipe.errors import ModelError, RecipeError
 
 
 def test_built_in_tasks_are_registered_and_unknown_names_are_a_clear_error():
-    assert tasks.names() == ["classification", "language-model", "regression"]
+    assert tasks.names() == ["classification", "language-model", "regression", "text-classification"]
     assert tasks.get("classification").metric == "accuracy" and tasks.get("regression").metric == "r2"
     with pytest.raises(RecipeError, match="task: unknown task 'ordinal' .known: classification, language-model, "
-                                          "regression"):
+                                          "regression, text-classification"):
         tasks.get("ordinal")
 
 
@@ -27,8 +27,8 @@ def test_built_in_tasks_are_their_modules_and_asking_what_they_are_imports_no_to
             "print(tasks.get('regression').expected_init_loss({}), 'torch' in sys.modules); "
             "print(tasks.get('regression').output_bias(None).tolist(), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.splitlines()
-    assert out == ["['classification', 'language-model', 'regression'] False",
-                   "[True, False, False] False", "1.0 False", "[0.0] True"]
+    names = "['classification', 'language-model', 'regression', 'text-classification']"
+    assert out == [f"{names} False", "[True, False, False, True] False", "1.0 False", "[0.0] True"]
 
 
 def test_registering_a_second_class_under_a_taken_name_is_refused():
@@ -124,8 +124,8 @@ def test_config_accepts_registered_tasks_only_and_the_schema_lists_them():
     from recipe.config import ConfigError, json_schema, validate
 
     raw = {"name": "x", "data": {"source": "builtin:iris"}}
-    with pytest.raises(ConfigError, match=r"task: must be one of classification, language-model, regression "
-                                          r"\(got 'regresion'\); did you mean 'regression'\?"):
+    with pytest.raises(ConfigError, match=r"task: must be one of classification, language-model, regression, "
+                                          r"text-classification \(got 'regresion'\); did you mean 'regression'\?"):
         validate({**raw, "task": "regresion"})
 
     @tasks.register
@@ -135,11 +135,11 @@ def test_config_accepts_registered_tasks_only_and_the_schema_lists_them():
     try:
         assert validate({**raw, "task": "toy"}).task == "toy"
         assert json_schema()["properties"]["task"]["anyOf"][0]["enum"] == ["classification", "language-model", "regression",
-                                                                          "toy"]
+                                                                          "text-classification", "toy"]
     finally:
         tasks.unregister("toy")
-    with pytest.raises(ConfigError, match="task: must be one of classification, language-model, regression "
-                                          ".got .toy.."):
+    with pytest.raises(ConfigError, match="task: must be one of classification, language-model, regression, "
+                                          "text-classification .got .toy.."):
         validate({**raw, "task": "toy"})
 
 

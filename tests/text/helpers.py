@@ -4,7 +4,7 @@ from __future__ import annotations
 from recipe import checks as C
 from recipe import config
 from recipe.data import text
-from recipe.stages.inspect_text import inspect_checks
+from recipe.data.kinds.text import inspect_checks
 
 
 def cfg(seed: int = 0, **data):

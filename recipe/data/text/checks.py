@@ -312,7 +312,7 @@ def check_windows(ds, sample: int = 4, seed: int = 0) -> C.Check:
 
 def text_checks(ds, th: Callable[[str], dict], files: Optional[list[str]] = None) -> tuple[list[C.Check], dict]:
     """Every text data check in report order, and the figures to save (name -> matplotlib Figure). The label
-    checks of text-classification are the table's, in the stage layer: recipe/stages/inspect_text.py."""
+    checks of text-classification are the table's, added by recipe/data/kinds/text.py."""
     lengths, fig = check_lengths(ds, th("data.lengths"))
     checks = [check_decode(list(files if files is not None else ds.files)), check_vocab(ds, th("data.vocab")),
               lengths, check_empty(ds, th("data.empty")), check_duplicates(ds, th("data.duplicates")),
