@@ -148,20 +148,25 @@ def _build(model_cfg, input_shape: Sequence[int], num_outputs: int) -> nn.Module
     return _from_import_path(kind, input_shape, num_outputs, model_cfg.args)
 
 
-def _from_import_path(path: str, input_shape, num_outputs: int, args: dict) -> nn.Module:
+def call_factory(path: str, kwargs: dict, called_as: str) -> nn.Module:
+    """Import 'package.module:Factory' and call it; every failure is a ModelError naming model.kind."""
     module_name, attr = path.split(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
+    except (ImportError, AttributeError, ValueError) as e:
         raise ModelError(f"model.kind: cannot import '{path}' ({e})") from None
     try:
-        model = factory(input_shape=tuple(input_shape), num_outputs=num_outputs, **args)
+        model = factory(**kwargs)
     except TypeError as e:
-        raise ModelError(f"model.kind: '{path}' rejected its arguments ({e}); it is called as "
-                         "Factory(input_shape=..., num_outputs=..., **model.args)") from None
+        raise ModelError(f"model.kind: '{path}' rejected its arguments ({e}); {called_as}") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"model.kind: '{path}' returned {type(model).__name__}, not an nn.Module")
     return model
+
+
+def _from_import_path(path: str, input_shape, num_outputs: int, args: dict) -> nn.Module:
+    return call_factory(path, dict(input_shape=tuple(input_shape), num_outputs=num_outputs, **args),
+                        "it is called as Factory(input_shape=..., num_outputs=..., **model.args)")
 
 
 def init_weights(model: nn.Module, scheme: str, activation: str = "relu") -> None:

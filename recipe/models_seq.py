@@ -2,7 +2,6 @@
 for a language model or (B, C) for a classifier (pooled over the non-pad positions)."""
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Optional
 
@@ -243,16 +242,8 @@ def create_sequence(model_cfg, vocab_size: int, block_size: int, num_outputs: in
 def from_import_path(path: str, vocab_size: int, block_size: int, num_outputs: int, args: dict) -> nn.Module:
     """A user's factory for sequence data, called as Factory(vocab_size=..., block_size=..., num_outputs=...,
     **model.args)."""
-    module_name, _, attr = path.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise ModelError(f"model.kind: cannot import '{path}' ({e})") from None
-    try:
-        model = factory(vocab_size=vocab_size, block_size=block_size, num_outputs=num_outputs, **args)
-    except TypeError as e:
-        raise ModelError(f"model.kind: '{path}' rejected its arguments ({e}); for text data it is called as "
-                         "Factory(vocab_size=..., block_size=..., num_outputs=..., **model.args)") from None
-    if not isinstance(model, nn.Module):
-        raise ModelError(f"model.kind: '{path}' returned {type(model).__name__}, not an nn.Module")
-    return model
+    from recipe.models import call_factory     # recipe.models re-exports this module's names
+
+    return call_factory(path, dict(vocab_size=vocab_size, block_size=block_size, num_outputs=num_outputs, **args),
+                        "for text data it is called as Factory(vocab_size=..., block_size=..., num_outputs=..., "
+                        "**model.args)")

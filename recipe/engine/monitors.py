@@ -368,3 +368,21 @@ def worst_per_check(runs) -> list[dict]:
             if C.STATUS_ORDER[status] > C.STATUS_ORDER[row["worst"]]:
                 row.update(worst=status, run=name, title=title)
     return [table[k] for k in sorted(table)]
+
+
+def parameters_without_gradient(model) -> dict:
+    """After one backward pass: the parameter tensors that will not learn (frozen, no gradient at all, or an
+    all-zero one) and the evidence grad-flow checks record, for every model kind."""
+    frozen, unused, zero = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            frozen.append(name)
+        elif p.grad is None:
+            unused.append(name)
+        elif float(p.grad.abs().max()) == 0.0:
+            zero.append(name)
+    total = sum(1 for _ in model.parameters())
+    return {"total": total, "groups": (("frozen", frozen), ("without gradient (unused)", unused),
+                                       ("with all-zero gradient", zero)),
+            "evidence": {"parameters": total, "frozen": frozen[:8], "no_gradient": unused[:8],
+                         "zero_gradient": zero[:8]}}

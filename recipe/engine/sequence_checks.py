@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recipe import checks as C
+from recipe.engine.monitors import parameters_without_gradient
 
 PROBE_ROWS = 2          # causality is per row: two rows are enough, and keep T backward passes cheap
 EXTRA_POSITIONS = 12    # positions checked beyond 0..3, spread evenly up to T-2
@@ -253,19 +254,10 @@ def check_grad_flow(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss) ->
     m = copy.deepcopy(model).train()
     m.zero_grad(set_to_none=True)
     loss(m(x[:16]).float(), y[:16]).backward()
-    frozen, unused, zero = [], [], []
-    for name, p in m.named_parameters():
-        if not p.requires_grad:
-            frozen.append(name)
-        elif p.grad is None:
-            unused.append(name)
-        elif float(p.grad.abs().max()) == 0.0:
-            zero.append(name)
-    total = sum(1 for _ in m.parameters())
-    ev = {"parameters": total, "frozen": frozen[:8], "no_gradient": unused[:8], "zero_gradient": zero[:8]}
-    if frozen or unused or zero:
-        parts = [f"{len(v)} {k} ({', '.join(v[:3])})" for k, v in (("frozen", frozen), ("without gradient (unused)",
-                 unused), ("with all-zero gradient", zero)) if v]
+    found = parameters_without_gradient(m)
+    total, ev = found["total"], found["evidence"]
+    if any(v for _, v in found["groups"]):
+        parts = [f"{len(v)} {k} ({', '.join(v[:3])})" for k, v in found["groups"] if v]
         return C.make("baseline.grad-flow", "fail", "parameters that will not learn: " + "; ".join(parts), ev,
                       "Unfreeze (requires_grad=True) or remove those layers; unused ones are not in forward() "
                       "(a position embedding never added to the token embedding leaves the model order-blind).")

@@ -12,6 +12,7 @@ from torch import nn
 from recipe import checks as C
 from recipe import tasks
 from recipe.engine import train as E
+from recipe.engine.monitors import parameters_without_gradient
 from recipe.models import create, final_layer
 from recipe.stage import StageResult
 from recipe.stages.gradcheck import check_gradcheck
@@ -246,19 +247,10 @@ def check_grad_flow(model, tr, ds) -> C.Check:
     out = m(x)
     task = tasks.get(ds.task)
     task.loss(task.flat(out).float(), y).backward()
-    frozen, unused, zero = [], [], []
-    for name, p in m.named_parameters():
-        if not p.requires_grad:
-            frozen.append(name)
-        elif p.grad is None:
-            unused.append(name)
-        elif float(p.grad.abs().max()) == 0.0:
-            zero.append(name)
-    total = sum(1 for _ in m.parameters())
-    ev = {"parameters": total, "frozen": frozen[:8], "no_gradient": unused[:8], "zero_gradient": zero[:8]}
-    if frozen or unused or zero:
-        parts = [f"{len(v)} {k}" for k, v in (("frozen", frozen), ("without gradient (unused)", unused),
-                                               ("with all-zero gradient", zero)) if v]
+    found = parameters_without_gradient(m)
+    total, ev = found["total"], found["evidence"]
+    if any(v for _, v in found["groups"]):
+        parts = [f"{len(v)} {k}" for k, v in found["groups"] if v]
         return C.make("baseline.grad-flow", "fail", "parameters that will not learn: " + ", ".join(parts), ev,
                       "Unfreeze (requires_grad=True) or remove those layers; unused ones are not in forward().")
     return C.make("baseline.grad-flow", "pass", f"all {total} parameter tensors receive a gradient", ev)
