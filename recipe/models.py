@@ -141,10 +141,10 @@ def _build(model_cfg, input_shape: Sequence[int], num_outputs: int) -> nn.Module
     if kind == "resnet":
         return ResNet(input_shape, model_cfg.hidden, num_outputs, model_cfg.activation, model_cfg.dropout)
     if kind in SEQUENCE_KINDS:
-        raise ModelError(f"model.kind {kind} is a sequence model: it needs text data (a .txt source or data.text) "
-                         f"and is built by models.build_sequence, not from a per-sample shape {list(input_shape)}; "
-                         "text models through baseline and the later stages are not wired yet (recipe inspect "
-                         "runs on text)")
+        raise ModelError(f"model.kind {kind} is a sequence model: it needs token windows from text data (a .txt "
+                         f"source or data.text), not rows of per-sample shape {list(input_shape)}; on text data only "
+                         "recipe inspect runs today: baseline and the later stages are not wired yet to train text "
+                         "models")
     return _from_import_path(kind, input_shape, num_outputs, model_cfg.args)
 
 

@@ -146,7 +146,7 @@ def test_size_errors_are_model_errors():
     gpt = build_sequence(_cfg(kind="gpt", n_embd=32), V, T, V)
     with pytest.raises(ModelError, match="17 tokens is longer than the model's block_size 16"):
         gpt(torch.zeros(1, 17, dtype=torch.long))
-    with pytest.raises(ModelError, match="model.kind gpt is a sequence model: it needs text data"):
+    with pytest.raises(ModelError, match="model.kind gpt is a sequence model: it needs token windows from text data"):
         build(_cfg(kind="gpt"), (64,), 10)
 
 
