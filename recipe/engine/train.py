@@ -22,8 +22,7 @@ from recipe.engine import loop
 from recipe.engine.loop import Pruned, RunResult  # noqa: F401  (part of the engine's API: E.Pruned, E.RunResult)
 from recipe.engine.monitors import Health, NonFiniteLoss
 from recipe.engine.runlog import RunLog
-from recipe.engine.schedule import Schedule
-from recipe.engine import schedule as lr_schedule
+from recipe.engine.schedule import Schedule, from_config as schedule_from_config
 from recipe.errors import RecipeError
 
 
@@ -319,7 +318,7 @@ def fit_from_config(model, train: Tensors, val: Optional[Tensors], cfg, ds, *, s
         batch_size=t.batch_size, epochs=t.epochs, seed=cfg.seed if seed is None else seed, precision=t.precision,
         early_stopping=t.early_stopping.model_dump() if t.early_stopping else None, max_seconds=t.max_seconds,
         restore_best=t.early_stopping is not None,   # without early stopping, the last epoch is the model
-        health_thresholds=cfg.checks, grad_clip=t.grad_clip, schedule=lr_schedule.from_config(t),
+        health_thresholds=cfg.checks, grad_clip=t.grad_clip, schedule=schedule_from_config(t),
     )
     if cfg.data.augment:
         from recipe.engine.augment import build
