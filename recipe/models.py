@@ -11,7 +11,7 @@ from torch import nn
 
 from recipe import tasks
 from recipe.errors import ModelError
-from recipe.models_seq import GPT, SEQUENCE_KINDS, Recurrent, build_sequence  # noqa: F401  (recipe.models API)
+from recipe.models_seq import GPT, SEQUENCE_KINDS, Recurrent, build_sequence, create_sequence  # noqa: F401  (API)
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 
@@ -142,9 +142,7 @@ def _build(model_cfg, input_shape: Sequence[int], num_outputs: int) -> nn.Module
         return ResNet(input_shape, model_cfg.hidden, num_outputs, model_cfg.activation, model_cfg.dropout)
     if kind in SEQUENCE_KINDS:
         raise ModelError(f"model.kind {kind} is a sequence model: it needs token windows from text data (a .txt "
-                         f"source or data.text), not rows of per-sample shape {list(input_shape)}; on text data only "
-                         "recipe inspect runs today: baseline and the later stages are not wired yet to train text "
-                         "models")
+                         f"source or data.text), not rows of per-sample shape {list(input_shape)}")
     return _from_import_path(kind, input_shape, num_outputs, model_cfg.args)
 
 
@@ -203,7 +201,11 @@ def set_output_bias(model: nn.Module, task: str, priors: Optional[Sequence[float
 
 
 def create(cfg, ds, seed: int, overrides=None) -> nn.Module:
-    """The experiment's model, seeded, initialised, output bias set to the priors."""
+    """The experiment's model, seeded, initialised, output bias set to the priors. Token inputs (text data) get a
+    sequence model (models_seq.create_sequence: gpt, lstm, gru or an import path called with the vocabulary)."""
+    if ds.inputs == "tokens":
+        return create_sequence(cfg.model, ds.vocab_size, ds.block_size, ds.num_outputs, task=ds.task, seed=seed,
+                               pad_id=ds.pad_id, priors=ds.class_priors())
     torch.manual_seed(seed)
     model_cfg = cfg.model
     model = build(model_cfg, ds.shape, ds.num_outputs)

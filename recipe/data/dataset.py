@@ -40,6 +40,7 @@ class Dataset:
     fingerprint: str = ""
     test_opened: bool = False
     kind: str = "table"                   # the data kind that read it and owns its checks (recipe.data.kinds)
+    inputs = "features"                   # what x holds: "features" (float rows, images) or "tokens" (int ids)
 
     @property
     def task_object(self):

@@ -22,6 +22,7 @@ class TextDataset(Dataset):
     """x: (N, T) int64 token ids. Language model: y (N, T) next-token targets, rows = the source document of each
     window. Text classification: x padded with pad_id, y (N,) class ids, rows = document numbers."""
 
+    inputs = "tokens"                    # x holds token ids: models.create builds a sequence model for them
     tokenizer: Any = None
     block_size: int = 0
     vocab_size: int = 0                  # ids the model must embed (the tokenizer's, plus pad for classification)
