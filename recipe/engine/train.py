@@ -313,8 +313,11 @@ def fit_from_config(model, train: Tensors, val: Optional[Tensors], cfg, ds, *, s
                     **kwargs) -> RunResult:
     """fit() with the experiment's train section; keyword arguments override it."""
     t = cfg.train
+    # a language model has no classes (ds.num_classes is 0) but one logit per token: fit's num_classes is the
+    # width task.num_outputs turns into the output size (baseline_text passes ds.num_outputs the same way)
+    width = ds.num_outputs if ds.inputs == "tokens" else ds.num_classes
     params = dict(
-        task=ds.task, num_classes=ds.num_classes, optimizer=t.optimizer, lr=t.lr, weight_decay=t.weight_decay,
+        task=ds.task, num_classes=width, optimizer=t.optimizer, lr=t.lr, weight_decay=t.weight_decay,
         batch_size=t.batch_size, epochs=t.epochs, seed=cfg.seed if seed is None else seed, precision=t.precision,
         early_stopping=t.early_stopping.model_dump() if t.early_stopping else None, max_seconds=t.max_seconds,
         restore_best=t.early_stopping is not None,   # without early stopping, the last epoch is the model

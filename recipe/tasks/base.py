@@ -23,12 +23,27 @@ class Task:
     higher_is_better: ClassVar[bool] = True   # of the score; the loss is always lower-is-better
     stratify: ClassVar[bool] = False          # splits keep target ratios equal (needs discrete targets)
     has_classes: ClassVar[bool] = False       # targets are class ids with priors, per-class scores, confusion
+    distribution: ClassVar[bool] = False      # outputs are logits of a distribution (classes, next tokens): a
+                                              # distilled student learns the teacher's softmax at a temperature
     trivial: ClassVar[str]                    # the dumb_models key of the constant predictor ("majority", "mean")
     balanced_label: ClassVar[str]             # balanced_score's name in evidence ("balanced accuracy", "R²")
     probe_label: ClassVar[str]                # probe_value's axis label on baseline's prediction-dynamics plot
     paired_test: ClassVar[str]                # how baseline_rows are compared: "mcnemar" (0/1 rows), "bootstrap"
     memorize_loss_key: ClassVar[str] = "max_loss"       # overfit.memorize's threshold key for the final loss
     memorize_min_score: ClassVar[Optional[float]] = None  # overfit.memorize also needs this score (None: loss only)
+
+    # ------------------------------------------------------------------ the score's direction
+
+    def signed(self, score: float) -> float:
+        """The score oriented so that higher is better: the score itself, or minus a lower-is-better score (a
+        language model's val loss). What rankings, "best so far" and "beats X by more than noise" compare, so
+        that no stage branches on the task to know which way is better."""
+        return score if self.higher_is_better else -score
+
+    @property
+    def direction(self) -> str:
+        """Optuna's study direction for this score: "maximize", or "minimize" for a lower-is-better score."""
+        return "maximize" if self.higher_is_better else "minimize"
 
     # ------------------------------------------------------------------ outputs and losses
 
@@ -69,6 +84,12 @@ class Task:
     def score(self, out: torch.Tensor, y: torch.Tensor, num_classes: int = 0) -> dict[str, Any]:
         """Loss and score of outputs on a whole split: {"loss", "score", self.metric: score, ...}."""
         raise NotImplementedError
+
+    def score_sums(self, out: torch.Tensor, y: torch.Tensor) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """Per row, a numerator and a denominator (float64 numpy) whose ratio of sums over any set of rows is the
+        score on those rows: what a bootstrap over rows, or over documents (groups of rows), resamples. None when
+        the score is no such ratio (R² divides by the resample's own variance)."""
+        return None
 
     # ------------------------------------------------------------------ predictions
 

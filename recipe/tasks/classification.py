@@ -21,6 +21,7 @@ class Classification(Task):
     loss_unit = "nll per row"
     stratify = True
     has_classes = True
+    distribution = True
     trivial = "majority"
     balanced_label = "balanced accuracy"
     probe_label = "p(true class)"
@@ -59,6 +60,11 @@ class Classification(Task):
         per_class = torch.where(total > 0, right / total.clamp_min(1), torch.full_like(total, float("nan"))).tolist()
         return {"loss": loss, "score": acc, "accuracy": acc,
                 "per_class": per_class[:num_classes] if num_classes else per_class}
+
+    def score_sums(self, out, y):
+        """Correctness over a count of 1 per row: the ratio of sums over any rows is their accuracy."""
+        right = (out.argmax(1) == y).double().cpu().numpy()
+        return right, np.ones_like(right)
 
     def prediction(self, out):
         return torch.softmax(out, 1)

@@ -33,6 +33,7 @@ class LanguageModel(Task):
     higher_is_better = False          # the score is the loss itself
     stratify = False
     has_classes = False               # tokens have unigram priors, but no per-class scores or confusion
+    distribution = True               # next-token logits: a student distils the ensemble's soft next tokens
 
     def num_outputs(self, num_classes: int) -> int:
         return num_classes            # the vocabulary size: one logit per token
@@ -43,7 +44,9 @@ class LanguageModel(Task):
                              f"vocab) = ({batch}, T, {num_outputs}) logits, one next-token distribution per position")
         return out
 
-    def loss(self, out, y):  # out: (B, T, V), y: (B, T) next tokens
+    def loss(self, out, y):  # out: (B, T, V), y: (B, T) next tokens, or (B, T, V) soft targets (distillation)
+        if y.is_floating_point():
+            return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1, y.shape[-1]))
         return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), ignore_index=IGNORE_INDEX)
 
     def _token_losses(self, out, y):
@@ -74,6 +77,12 @@ class LanguageModel(Task):
         return {"loss": loss, "score": loss, "nats": loss, "perplexity": math.exp(loss) if n else float("nan"),
                 "bits_per_token": loss / math.log(2) if n else float("nan"),
                 "token_accuracy": hits / n if n else float("nan"), "tokens": n}
+
+    def score_sums(self, out, y):
+        """Nats summed over each window's real targets, over their count: the ratio of sums over any windows (all
+        the windows of a resampled set of documents) is their loss in nats per token."""
+        tok, keep = self._token_losses(out, y)
+        return tok.sum(1).cpu().numpy(), keep.sum(1).double().cpu().numpy()
 
     def prediction(self, out):
         return torch.softmax(out.float(), -1)                                      # (N, T, V) next-token probs
