@@ -60,11 +60,13 @@ def references(budget: int, reduction: int = REDUCTION) -> int:
     return max(reduction, min(2 * reduction, budget // 8))
 
 
-def rung_value(score: float, loss: float) -> float:
-    """What a trial reports to the pruner: its val score, equal scores ranked by val loss (lower is better)."""
+def rung_value(score: float, loss: float, higher_is_better: bool = True) -> float:
+    """What a trial reports to the pruner: its val score, equal scores ranked by val loss (lower is better). A
+    lower-is-better score (a language model's val loss, in a "minimize" study) gets the tie-break added."""
     if not math.isfinite(loss):
         return score
-    return score - TIE_WEIGHT * max(loss, 0.0) / (1.0 + max(loss, 0.0))
+    tie = TIE_WEIGHT * max(loss, 0.0) / (1.0 + max(loss, 0.0))
+    return score - tie if higher_is_better else score + tie
 
 
 class ASHAPruner(BasePruner):
@@ -94,7 +96,8 @@ class ASHAPruner(BasePruner):
         # the top floor(n * keep) of the n values at this rung climb (at least the best): as Optuna's halving
         # with its reduction factor, but with the fraction of this rung and strict ranks (ties: rung_value)
         keep = max(1, math.floor((len(field) + 1) * self.keep[k] + 1e-9))
-        better = sum(1 for v in field if v > value)
+        sign = 1.0 if _maximizing(study) else -1.0     # a language model's study minimizes its val loss
+        better = sum(1 for v in field if sign * v > sign * value)
         return better >= keep and not self._last_hope(study, trial)
 
     def _last_hope(self, study, trial) -> bool:
@@ -106,3 +109,9 @@ class ASHAPruner(BasePruner):
                for t in trials):
             return False
         return sum(1 for t in trials if counted(t)) >= self.budget
+
+
+def _maximizing(study) -> bool:
+    from optuna.study import StudyDirection
+
+    return study.direction == StudyDirection.MAXIMIZE

@@ -22,19 +22,40 @@ STACKED = "recipe:stacked"  # system attr on a trial trained in a stack: the sta
 def batch_size(cfg, ds, chosen: dict, device, jobs: int = 1, trials: Optional[int] = None) -> int:
     """tune.batch, or (unset) a size from the chosen model's parameters x batch size and the device. Never more
     than each worker's share of the trials: a worker asking for more would leave the others nothing to do."""
-    k = cfg.tune.batch
-    if k is None:
-        from recipe.models import count_parameters, create
+    return batch_plan(cfg, ds, chosen, device, jobs, trials)[0]
 
-        vcfg = cfg.with_overrides(chosen)
-        work = count_parameters(create(vcfg, ds, 0)) * vcfg.train.batch_size
+
+def batch_plan(cfg, ds, chosen: dict, device, jobs: int = 1, trials: Optional[int] = None) -> tuple[int, str]:
+    """(trials asked at once, why that many), for tune.json. Unset, a model the stacked engine cannot stack (a
+    sequence model: embeddings, attention and recurrent layers are not vmap-safe) gets 1 and the engine's reason.
+    Set above 1 for token inputs, whose models never stack, it is a ConfigError naming tune.batch: on tables an
+    unstackable group falls back to one by one (documented), but a sequence model would never stack at all."""
+    from recipe.engine.stacked import why_not_stacked
+    from recipe.errors import ConfigError
+    from recipe.models import count_parameters, create
+
+    k = cfg.tune.batch
+    vcfg = cfg.with_overrides(chosen)
+    model = create(vcfg, ds, 0)
+    unstackable = why_not_stacked([model], vcfg, device)
+    if k is not None and k > 1 and unstackable and ds.inputs == "tokens":
+        raise ConfigError(f"tune.batch: {k} asks for {k} trials trained as one stacked model, but the stacked "
+                          f"engine cannot stack model.kind {vcfg.model.kind} ({unstackable}); set tune.batch: 1 or "
+                          "leave it unset (then trials train one by one)")
+    if k is not None:
+        why = "tune.batch"
+    elif unstackable:
+        k, why = 1, f"the stacked engine cannot stack this model: {unstackable}"
+    else:
+        work = count_parameters(model) * vcfg.train.batch_size
         if device.type == "cuda":
             k = int(min(MAX_BATCH["cuda"], GPU_STACK_WORK // work))
         else:
             k = 1 if work > CPU_MEMBER_WORK else int(min(MAX_BATCH["cpu"], CPU_STACK_WORK // work))
-    if trials is not None:
-        k = min(k, math.ceil(trials / max(jobs, 1)))
-    return max(1, k)
+        why = f"from the stacked work per step on {device.type} (parameters x batch size = {work})"
+    if trials is not None and k > math.ceil(trials / max(jobs, 1)):
+        k, why = math.ceil(trials / max(jobs, 1)), why + f"; capped at each worker's share of {trials} trials"
+    return max(1, k), why
 
 
 def run_batch(study, trials: list, objective, tick=None) -> None:

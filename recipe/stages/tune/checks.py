@@ -39,11 +39,19 @@ def _spearman(xs: list[float], ys: list[float]) -> float:
     return float(rho) if math.isfinite(rho) else 0.0
 
 
-def check_boundary(complete, space, th) -> C.Check:
+def _signed(task):
+    """The task's "higher is better" orientation of a score (task.signed); no task: the score as it is."""
+    return task.signed if task is not None else (lambda v: v)
+
+
+def check_boundary(complete, space, th, task=None) -> C.Check:
     """Rule: the best trial within the outer `edge_fraction` of a range (or at the end of a choice list) warns;
-    it FAILS when, over at least `min_trials` trials, val also rises toward that edge (Spearman rho of position
-    vs val >= `trend`): then the optimum most likely lies outside the range and tuning inside it is wasted."""
+    it FAILS when, over at least `min_trials` trials, val also improves toward that edge (Spearman rho of
+    position vs the val score oriented by `task.signed`, so a falling val loss counts, >= `trend`): then the
+    optimum most likely lies outside the range and tuning inside it is wasted. `complete` is ranked best first."""
     edge, trend, min_trials = th["edge_fraction"], th["trend"], th["min_trials"]
+    signed = _signed(task)
+    moves = "rises" if task is None or task.higher_is_better else "falls"     # improves: a val loss falls
     best = complete[0]
     rows, failing, warning, edges = {}, [], [], []
     for key, p in space.items():
@@ -52,7 +60,7 @@ def check_boundary(complete, space, th) -> C.Check:
         pos = _position(best.params[key], p)
         if pos is None:
             continue
-        pairs = [(_position(t.params[key], p), t.value) for t in complete if key in t.params]
+        pairs = [(_position(t.params[key], p), signed(t.value)) for t in complete if key in t.params]
         pairs = [(x, y) for x, y in pairs if x is not None]
         rho = _spearman([x for x, _ in pairs], [y for _, y in pairs])
         side = "low" if pos <= edge else "high" if pos >= 1 - edge else None
@@ -66,12 +74,12 @@ def check_boundary(complete, space, th) -> C.Check:
         if rows[key]["valid_edge"]:     # the range already reaches what is valid: nothing to widen
             edges.append(text)
         elif len(pairs) >= min_trials and toward >= trend:
-            failing.append(text + f"; val rises toward it (rho {toward:.2f} over {len(pairs)} trials)")
+            failing.append(text + f"; val {moves} toward it (rho {toward:.2f} over {len(pairs)} trials)")
         else:
             warning.append(text)
     ev = {"params": rows, "edge_fraction": edge, "trend": trend, "best_trial": best.number}
     advice = ("Widen the range past that edge in tune.space and tune again. The rule: best value in the outer "
-              f"{edge:.0%} (or the last choice) warns; it fails when val also rises toward that edge across "
+              f"{edge:.0%} (or the last choice) warns; it fails when val also {moves} toward that edge across "
               f"trials (Spearman rho >= {trend}, at least {min_trials} trials): the optimum is then outside.")
     if not rows:     # nothing was judged (one-choice lists, keys the trials did not sample): say so
         return C.make("tune.boundary", "skip", "no tuned parameter has a range the best trial can sit in", ev)
@@ -93,8 +101,13 @@ def _fmt(v: Any) -> str:
 def check_noise(cfg, ctx, ds, complete, th) -> tuple[C.Check, dict, float]:
     """Rerun the top distinct configurations with extra seeds (batched into one stacked model where possible).
     Configurations whose seed mean is within the pooled seed std of the best are equivalent: the simplest wins
-    (fewest parameters; then the best mean). Returns the check, the chosen entry and the pooled seed std."""
+    (fewest parameters; then the best mean). Means are compared the task's way (task.signed: a language
+    model's lowest val loss is the best). Returns the check, the chosen entry and the pooled seed std."""
     import numpy as np
+
+    from recipe import tasks
+
+    signed = tasks.get(ds.task).signed
 
     from recipe.engine.batched import fit_seeds
 
@@ -122,17 +135,17 @@ def check_noise(cfg, ctx, ds, complete, th) -> tuple[C.Check, dict, float]:
                         "mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
                         "parameters": _param_count(cfg, ds, overrides)})
     pooled = float(np.sqrt(np.nanmean([e["std"] ** 2 for e in entries]))) if entries else 0.0
-    ranked = sorted(entries, key=lambda e: -e["mean"])
+    ranked = sorted(entries, key=lambda e: -signed(e["mean"]))
     best = ranked[0]
-    equivalent = [e for e in ranked if best["mean"] - e["mean"] <= pooled]
-    chosen = min(equivalent, key=lambda e: (e["parameters"], -e["mean"]))
+    equivalent = [e for e in ranked if signed(best["mean"]) - signed(e["mean"]) <= pooled]
+    chosen = min(equivalent, key=lambda e: (e["parameters"], -signed(e["mean"])))
     ev = {"configurations": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in e.items()
                               if k != "overrides"} for e in ranked],
           "seed_std": round(pooled, 4), "extra_seeds": seeds, "how": how, "chosen_trial": chosen["trial"]}
     if len(entries) < 2:
         return (C.make("tune.noise", "skip", "only one distinct configuration completed: nothing to compare", ev),
                 chosen, pooled)
-    spread = best["mean"] - min(e["mean"] for e in entries)
+    spread = signed(best["mean"]) - min(signed(e["mean"]) for e in entries)
     ev["spread"] = round(spread, 4)
     if len(equivalent) > 1:
         names = ", ".join(f"#{e['trial']} {e['mean']:.4f}" for e in equivalent)
@@ -157,12 +170,16 @@ def none_completed(counts: dict, infeasible: int, n_counted: int, infeasible_fra
                   "Look at the failed trials in trials.csv (NaN loss?): narrow the learning-rate range.")
 
 
-def check_improves(best_val: float, reference: float, noise: float, ev: dict) -> C.Check:
-    """The tuned configuration's seed mean against regularize's val, beyond the larger of their noises."""
-    if best_val - reference > noise:
+def check_improves(best_val: float, reference: float, noise: float, ev: dict, task=None) -> C.Check:
+    """The tuned configuration's seed mean against regularize's val, beyond the larger of their noises; "beats"
+    the task's way (task.signed: a lower val loss beats a higher one)."""
+    signed = _signed(task)
+    gain = signed(best_val) - signed(reference)        # > 0: the tuned configuration is better
+    ev["direction"] = task.direction if task is not None else "maximize"
+    if gain > noise:
         return C.make("tune.improves", "pass", f"tuned val {best_val:.4f} (mean over seeds) beats the "
                       f"regularized model ({reference:.4f}) by more than noise {noise:.4f}", ev)
-    if reference - best_val > noise:
+    if -gain > noise:
         # a warning, not a failure: regularize's model stays available and the ensemble stage includes it
         return C.make("tune.improves", "warn", f"tuned val {best_val:.4f} is worse than the regularized "
                       f"model ({reference:.4f}) beyond noise {noise:.4f}", ev,

@@ -50,11 +50,14 @@ class Objective:
 
         from recipe.stages.tune.asha import rung_value
 
+        from recipe import tasks
+
         pruning = self.plan.pruner != "none"
+        higher = tasks.get(self.ds.task).higher_is_better
 
         def report(epoch: int, row: dict) -> None:
             if pruning and math.isfinite(row.get("val_score", math.nan)):
-                trial.report(rung_value(row["val_score"], row.get("val_loss", math.nan)), epoch)
+                trial.report(rung_value(row["val_score"], row.get("val_loss", math.nan), higher), epoch)
                 # pruning after the last epoch saves nothing and would hide a finished trial
                 if epoch < vcfg.train.epochs and trial.should_prune():
                     raise E.Pruned()
@@ -89,12 +92,14 @@ def can_reach_top(study, number: int, value: float, k: int) -> bool:
     can: the top k only gets better. Its checkpoint is then not written (an atomic write with fsync, 14 ms a trial
     on digits under cProfile;
     a missing one is retrained by ensemble, as a trial from another machine is)."""
+    from optuna.study import StudyDirection
     from optuna.trial import TrialState
 
+    sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0    # "above": better in the study's direction
     above = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.number != number and t.value is not None and math.isfinite(t.value) and \
-                (t.value > value or (t.value == value and t.number < number)):
+                (sign * t.value > sign * value or (t.value == value and t.number < number)):
             above += 1
             if above >= k:
                 return False

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-import math
 
 from recipe.stages.tune.space import _decode
 
 
-def pictures(ctx, study, complete, space) -> None:
+def pictures(ctx, study, complete, space, task=None) -> None:
     """history.png, params/<key>.png for each searched parameter, importances.json (+ .png when it could be computed)."""
     import matplotlib
 
@@ -16,14 +15,16 @@ def pictures(ctx, study, complete, space) -> None:
 
     from recipe import plots
 
+    signed = task.signed if task is not None else (lambda v: v)      # a language model's best is its lowest loss
+    label = task.metric_label if task is not None else "val score"
     ordered = sorted(complete, key=lambda t: t.number)
-    best_so_far, cur = [], -math.inf
+    best_so_far, cur = [], None
     for t in ordered:
-        cur = max(cur, t.value)
+        cur = t.value if cur is None or signed(t.value) > signed(cur) else cur
         best_so_far.append(cur)
     numbers = [t.number for t in ordered]
     ctx.artifacts.figure("history.png", plots.curves(
-        {"trial val": [t.value for t in ordered], "best so far": best_so_far}, "trial", "val score",
+        {"trial val": [t.value for t in ordered], "best so far": best_so_far}, "trial", label,
         "tuning history", x={"trial val": numbers, "best so far": numbers}))
     for key, p in space.items():
         pts = [(_decode(t.params[key]), t.value) for t in complete if key in t.params]
@@ -42,7 +43,7 @@ def pictures(ctx, study, complete, space) -> None:
         ax.scatter(xs, [y for _, y in pts], s=18)
         ax.scatter([xs[0]], [pts[0][1]], s=60, facecolors="none", edgecolors="tab:red", label="best")
         ax.set_xlabel(key)
-        ax.set_ylabel("val score")
+        ax.set_ylabel(label)
         ax.set_title(f"val vs {key}")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)

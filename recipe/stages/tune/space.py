@@ -8,8 +8,17 @@ from typing import Any
 GRID_POINTS = 3             # points per continuous range in a grid search
 
 
+SEQUENCE_KINDS = ("gpt", "lstm", "gru")     # recipe.models_seq.SEQUENCE_KINDS (not imported: that needs torch)
+WARMUP_FRACTION = 0.2       # the top of the warmup range: nanoGPT-sized runs warm up over a few % of their steps
+SEQUENCE_DROPOUT = 0.3      # the top of the dropout range for sequence models (GPT-2 used 0.1; small data more)
+SEQUENCE_WD = 0.01          # AdamW's usual decay, the centre of the range when the config sets none
+
+
 def default_space(chosen: dict[str, Any], cfg) -> dict[str, dict[str, Any]]:
-    """Wide ranges centred on regularize's choice (lr ±10x, weight decay ±100x, batch x/2..x2, width x/2..x2)."""
+    """Wide ranges centred on regularize's choice (lr ±10x, weight decay ±100x, batch x/2..x2, width x/2..x2);
+    for a sequence model (gpt, lstm, gru) the space of sequence_space."""
+    if cfg.model.kind in SEQUENCE_KINDS:
+        return sequence_space(chosen, cfg)
     lr = chosen.get("train.lr", cfg.train.lr)
     wd = chosen.get("train.weight_decay", cfg.train.weight_decay) or 1e-5
     bs = chosen.get("train.batch_size", cfg.train.batch_size)
@@ -23,6 +32,35 @@ def default_space(chosen: dict[str, Any], cfg) -> dict[str, dict[str, Any]]:
     if cfg.model.kind in ("mlp", "cnn", "resnet") and hidden:
         space["model.hidden"] = {"choices": [[max(4, h // 2) for h in hidden], list(hidden), [h * 2 for h in hidden],
                                              list(hidden) + [hidden[-1]]]}      # narrower, same, wider, deeper
+    return space
+
+
+def sequence_space(chosen: dict[str, Any], cfg) -> dict[str, dict[str, Any]]:
+    """A transformer's or RNN's space around regularize's choice: lr ±10x, warmup, AdamW-sized weight decay
+    (±30x around 0.01 when none is set), dropout up to SEQUENCE_DROPOUT, and the size: width x/2, x1, x2 (every
+    choice divisible by n_head for gpt) and, for gpt, one block fewer or more. The batch size stays: a window
+    count per step changes the tokens per step, which the lr is tuned against."""
+    def get(key: str):
+        section, name = key.split(".")
+        return chosen.get(key, getattr(getattr(cfg, section), name))
+
+    lr, wd = get("train.lr"), get("train.weight_decay") or SEQUENCE_WD
+    space: dict[str, dict[str, Any]] = {"train.lr": {"low": lr / 10, "high": min(lr * 10, 1.0), "log": True}}
+    steps = get("train.warmup_steps")
+    if steps:       # the config counts warmup in steps: tune it in steps (the two keys exclude each other)
+        space["train.warmup_steps"] = {"low": 0, "high": 2 * int(steps)}
+    else:
+        space["train.warmup_fraction"] = {"low": 0.0, "high": WARMUP_FRACTION}
+    space["train.weight_decay"] = {"low": wd / 30, "high": wd * 30, "log": True}
+    space["model.dropout"] = {"low": 0.0, "high": max(SEQUENCE_DROPOUT, float(get("model.dropout")))}
+    width, heads = int(get("model.n_embd")), int(get("model.n_head"))
+    divides = (lambda w: w % heads == 0) if cfg.model.kind == "gpt" else (lambda w: True)   # heads split width
+    widths = sorted({w for w in (width // 2, width, width * 2) if w >= 8 and divides(w)})
+    if len(widths) > 1:
+        space["model.n_embd"] = {"choices": widths}
+    if cfg.model.kind == "gpt":
+        layers = int(get("model.n_layer"))
+        space["model.n_layer"] = {"choices": sorted({max(1, layers - 1), layers, layers + 1})}
     return space
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from recipe.config import digest_json
 from recipe.errors import RecipeError
 from recipe.stage import StageResult
-from recipe.stages.tune.batch import batch_size
+from recipe.stages.tune.batch import batch_plan
 from recipe.stages.tune.jobs import run_jobs
 from recipe.stages.tune.recovery import counted, fail_stale
 from recipe.stages.tune.space import grid_points, space_of
@@ -33,7 +33,10 @@ def run(cfg, ctx) -> StageResult:
     import optuna
     from optuna.trial import TrialState
 
+    from recipe import tasks
+
     ds = ctx.data()
+    task = tasks.get(ds.task)        # the study's direction: maximize a score, minimize a language model's loss
     chosen_art = ctx.upstream_json("regularize", "chosen.json")
     chosen = chosen_art["overrides"]
     opts = ctx.options.tune
@@ -53,11 +56,12 @@ def run(cfg, ctx) -> StageResult:
     grid = grid_points(space, cfg.seed) if method == "grid" else None
     if grid is not None:
         trials = min(trials, len(grid))
+    batch, batch_why = batch_plan(cfg, ds, chosen, ctx.device, jobs, trials)
     plan = Plan(storage=storage, study_name=study_name, method=method, trials=trials, pruner=pruner, seed=cfg.seed,
                 chosen=chosen, space=space, checkpoints=str(checkpoints), lock=str(ctx.dir / "study" / "study.lock"),
-                grid=grid, batch=batch_size(cfg, ds, chosen, ctx.device, jobs, trials))
+                grid=grid, batch=batch, batch_why=batch_why)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=study_name, storage=open_storage(storage), direction="maximize",
+    study = optuna.create_study(study_name=study_name, storage=open_storage(storage), direction=task.direction,
                                 load_if_exists=True)
     with StudyLock(storage, study_name, Path(plan.lock)) as lock:
         stale = fail_stale(study)
@@ -73,7 +77,7 @@ def run(cfg, ctx) -> StageResult:
     with ctx.progress(f"tune ({method}, {jobs} job{'s' if jobs > 1 else ''})", trials) as bar:
         def tick(study_):
             best = [t.value for t in study_.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-            bar.update(finished(study_), {"val_score": float(max(best))} if best else None)
+            bar.update(finished(study_), {"val_score": float(max(best, key=task.signed))} if best else None)
 
         crashed = run_jobs(cfg, ds, ctx.device, plan, jobs, tick, ctx.options.device)
         _wait_for_others(study, plan, tick)

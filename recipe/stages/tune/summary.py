@@ -22,8 +22,11 @@ from recipe.stages.tune.worker import Plan
 def summarize(cfg, ctx, study, plan: Plan, chosen_art: dict, crashed: list[int]) -> StageResult:
     from optuna.trial import TrialState
 
+    from recipe import tasks
+
     space = plan.space
     ds = ctx.data()
+    task = tasks.get(ds.task)        # ranks trials the task's way: a language model's best trial has the lowest loss
     all_trials = study.get_trials(deepcopy=False)
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE and t.value is not None
                 and math.isfinite(t.value)]
@@ -36,10 +39,10 @@ def summarize(cfg, ctx, study, plan: Plan, chosen_art: dict, crashed: list[int])
     if not complete:
         check = none_completed(counts, infeasible, n_counted, infeasible_fraction)
         return StageResult([check], metrics={"states": counts}, summary="no trial completed")
-    complete.sort(key=lambda t: (-t.value, t.number))
+    complete.sort(key=lambda t: (-task.signed(t.value), t.number))
     top = _top(cfg, ctx, study, complete, Path(plan.checkpoints))
 
-    checks = [check_boundary(complete, space, ctx.thresholds("tune.boundary"))]
+    checks = [check_boundary(complete, space, ctx.thresholds("tune.boundary"), task)]
     noise_check, chosen_entry, noise_std = check_noise(cfg, ctx, ds, complete, ctx.thresholds("tune.noise"))
     checks.append(noise_check)
     reference = chosen_art["val_mean"]
@@ -49,16 +52,18 @@ def summarize(cfg, ctx, study, plan: Plan, chosen_art: dict, crashed: list[int])
     ev = {"best_trial": chosen_entry["trial"], "best_val_seed_mean": round(best_val, 4),
           "best_single_val": round(complete[0].value, 4), "regularized_val": round(reference, 4),
           "noise": round(noise, 4), "trials": counts, "infeasible_fraction": round(infeasible_fraction, 3)}
-    checks.append(check_improves(best_val, reference, noise, ev))
+    checks.append(check_improves(best_val, reference, noise, ev, task))
     best_overrides = chosen_entry["overrides"]
     ctx.artifacts.text("best.yaml", f"# tune's choice: trial #{chosen_entry['trial']}, val {best_val:.4f} (mean of "
                        f"{len(chosen_entry['seeds'])} seeds)\n" + yaml.safe_dump(best_overrides, sort_keys=True))
     ctx.artifacts.json("tune.json", {"study": study.study_name, "storage": _public(plan.storage),
                                      "method": plan.method, "pruner": plan.pruner, "space": space, "states": counts,
+                                     "direction": task.direction, "metric": task.metric,
+                                     "batch": {"size": plan.batch, "why": plan.batch_why},
                                      "infeasible_fraction": infeasible_fraction, "top": top,
                                      "best_trial": chosen_entry["trial"], "best_overrides": best_overrides,
                                      "noise": noise_check.evidence})
-    pictures(ctx, study, complete, space)
+    pictures(ctx, study, complete, space, task)
     epochs = sum(int(t.user_attrs.get("epochs") or 0) for t in all_trials)
     summary = (f"{counts['complete']} trials complete, {counts['pruned']} pruned, {infeasible} infeasible, "
                f"{counts['retried']} retried; {epochs} epochs; best #{chosen_entry['trial']} val {best_val:.4f} "
@@ -70,7 +75,8 @@ def summarize(cfg, ctx, study, plan: Plan, chosen_art: dict, crashed: list[int])
     health = worst_per_check((f"trial {t.number}", t.user_attrs["health"]) for t in all_trials
                              if counted(t) and t.user_attrs.get("health"))
     return StageResult(checks, metrics={"best_val": best_val, "best_single_val": complete[0].value, "states": counts,
-                                        "epochs": epochs, "study": study.study_name,
+                                        "epochs": epochs, "study": study.study_name, "direction": task.direction,
+                                        "batch": plan.batch,
                                         "infeasible_fraction": infeasible_fraction},
                        summary=summary, extra={"health": health})
 

@@ -32,6 +32,7 @@ class Plan:
     lock: str
     grid: Optional[list] = None
     batch: int = 1                  # trials asked at once; those sharing an architecture train stacked
+    batch_why: str = ""             # why that many (tune.json): the config, the model size, or why it cannot stack
 
 
 def _next_grid_point(points: list[dict], trials) -> Optional[dict]:
