@@ -124,6 +124,8 @@ _SPECS = [
     _spec("ensemble.distill", "ensemble", "distilled student worse than the model it would replace (val, beyond noise)",
           "recipe:6"),
     _spec("ensemble.test", "ensemble", "final test score, computed once", "dev-test:sealed recipe:6"),
+    _spec("ensemble.beats-ngram", "ensemble", "language model: the final model's sealed-test loss is not below "
+          "the best n-gram model's (chosen on val; paired bootstrap over test documents)", "recipe:2 recipe:6"),
     _spec("health.non-finite", "any", "NaN/inf loss or gradient (stop at once, name step and layer)", "37:37"),
     _spec("health.exploding", "any", "gradient norm or loss blowing up", "37:35 autotrainer", loss_factor=10.0,
           grad_norm=1e3, window=10),
@@ -186,6 +188,7 @@ _STATUSES = {
     "ensemble.gain": "pass warn fail",
     "ensemble.distill": "pass warn",
     "ensemble.test": "pass warn skip",
+    "ensemble.beats-ngram": "pass warn fail",
     "health.non-finite": "pass fail",
     "health.exploding": "pass fail skip",
     "health.vanishing": "pass fail skip",

@@ -41,24 +41,25 @@ def distill(cfg, ctx, ds, best: Member, members: list[Member], weights) -> tuple
                       ds.task)                                                         # (N, C) log-probs or (N,)
     scfg = cfg.with_overrides(best.overrides)
     student = create(scfg, ds, cfg.seed + 1000).to(ctx.device)
-    if tasks.get(ds.task).has_classes:
-        soft = torch.softmax(teacher / TEMPERATURE, 1)                                  # (N, C) soft targets
+    if tasks.get(ds.task).distribution:
+        soft = torch.softmax(teacher / TEMPERATURE, -1)                      # (N, C) or (N, T, V) soft targets
         target, net = E.Tensors(tr.x, soft), Tempered(student, TEMPERATURE)
     else:
         target, net = E.Tensors(tr.x, teacher.float()), student
     r = E.fit_from_config(net, target, va, scfg, ds, eval_train=False, augment=None,
                           metrics_path=_curve(ctx, "student"))
-    info = {"temperature": TEMPERATURE if tasks.get(ds.task).has_classes else None, "size_of": best.name,
+    info = {"temperature": TEMPERATURE if tasks.get(ds.task).distribution else None, "size_of": best.name,
             "epochs": len(r.history), "seconds": round(r.seconds, 2), "stopped": r.stopped,
             "overrides": best.overrides, "transfer_set": "train rows", "health": compact(r.health)}
     return student.eval(), info
 
 
 def check_student(student_out: torch.Tensor, replaced_out: torch.Tensor, replaced: str, y: torch.Tensor,
-                  task: str, num_classes: int, seed: int) -> C.Check:
+                  task: str, num_classes: int, seed: int, groups=None) -> C.Check:
     """ensemble.distill: the student ships only if its val score is within noise of (or above) the model it
     replaces. "Worse beyond noise" is the one-sided 95% paired-bootstrap bound of (replaced - student) per val
-    row above 0: correctness for classification, squared error (reversed) for regression."""
+    row above 0: correctness for classification, squared error (reversed) for regression, loss per window for
+    a language model (its val documents resampled: `groups`)."""
     from recipe.stages.ensemble.stats import _lower, _score, paired_bootstrap
     t = tasks.get(task)
     out = t.as_output(student_out)
@@ -66,8 +67,8 @@ def check_student(student_out: torch.Tensor, replaced_out: torch.Tensor, replace
     # > 0: the replaced model is better (right where the student is wrong, or a smaller squared error)
     delta = (t.row_score(replaced_out, y) - t.row_score(out, y)).cpu().numpy()
     unit = f"{t.metric_label} per row" if t.has_classes else t.loss_unit
-    mean, lo, hi = paired_bootstrap(delta, seed + 2)
-    bound = _lower(delta, seed + 2)
+    mean, lo, hi = paired_bootstrap(delta, seed + 2, groups=groups)
+    bound = _lower(delta, seed + 2, groups)
     ev = {"student_val": round(s["score"], 4), "replaced": replaced, "replaced_val": round(r["score"], 4),
           "shortfall": {"mean": round(mean, 5), "ci95": [round(lo, 5), round(hi, 5)],
                         "lower_bound_95": round(bound, 5), "unit": unit}}

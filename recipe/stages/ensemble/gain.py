@@ -33,18 +33,19 @@ def loss_name(task: str) -> str:
 
 
 def check_gain(members: list[Member], same: dict[str, str], weights: np.ndarray, ens_out: torch.Tensor,
-               y: torch.Tensor, task: str, num_classes: int, method: str, seed: int) -> C.Check:
-    """ensemble.gain: the ensemble must beat the best single member on val beyond bootstrap noise."""
+               y: torch.Tensor, task: str, num_classes: int, method: str, seed: int, groups=None) -> C.Check:
+    """ensemble.gain: the ensemble must beat the best single member on val beyond bootstrap noise. `groups`:
+    each val row's document (a language model's windows), so the bootstrap resamples documents, not windows."""
     from recipe.stages.ensemble.stats import _lower, _score, paired_bootstrap, row_correct, row_loss
 
     t = tasks.get(task)
-    best = max(members, key=lambda m: (m.val, -m.val_loss))
+    best = max(members, key=lambda m: (t.signed(m.val), -m.val_loss))    # a language model's best: lowest loss
     ens = _score(ens_out, y, task, num_classes)
     used = [f"{m.name} ×{w:.2f}" for m, w in zip(members, weights) if w > 0]
     spread = disagreement([m.val_out for m in members], task)
     ev: dict[str, Any] = {
         "ensemble_val": round(ens["score"], 4), "best_member": best.name, "best_member_val": round(best.val, 4),
-        "gain": round(ens["score"] - best.val, 4), "method": method, "weights": used,
+        "gain": round(t.signed(ens["score"]) - t.signed(best.val), 4), "method": method, "weights": used,
         "members": {m.name: round(m.val, 4) for m in members}, "distinct_members": len(members),
         "disagreement": round(spread, 4),
     }
@@ -52,11 +53,13 @@ def check_gain(members: list[Member], same: dict[str, str], weights: np.ndarray,
         ev["same_model"] = same
     # paired bootstrap over val rows: the ensemble and the best member are scored on the same rows
     loss_delta = row_loss(best.val_out, y, task) - row_loss(ens_out, y, task)    # > 0: ensemble better
-    lmean, llo, lhi = paired_bootstrap(loss_delta, seed)
-    lbound = _lower(loss_delta, seed)
+    lmean, llo, lhi = paired_bootstrap(loss_delta, seed, groups=groups)
+    lbound = _lower(loss_delta, seed, groups)
     ev["loss_gain"] = {"mean": round(lmean, 5), "ci95": [round(llo, 5), round(lhi, 5)],
                        "lower_bound_95": round(lbound, 5),
-                       "unit": t.loss_unit}
+                       "unit": t.loss_unit, "loss": t.loss_label}
+    if groups is not None:
+        ev["loss_gain"]["resampled"] = f"{len(np.unique(np.asarray(groups)))} val documents"
     beyond, judged = lbound > 0, loss_name(task)
     why = f"its {judged} is lower by {lmean:.4f} (one-sided 95% bound {lbound:.4f} > 0)"
     tested = f"{judged} {lmean:+.4f} per row (bound {lbound:.4f})"
@@ -101,7 +104,8 @@ def judged_text(gain: C.Check) -> str:
     """For the stage summary: the metric the gain was judged on, with the paired-bootstrap numbers."""
     ev = gain.evidence
     lg, ag = ev.get("loss_gain") or {}, ev.get("accuracy_gain")
-    loss = f"{'log-loss' if ag is not None else 'squared error'} reduced by {lg.get('mean', 0.0):+.4f}/row " \
+    name = lg.get("loss") or ("log-loss" if ag is not None else "squared error")
+    loss = f"{name} reduced by {lg.get('mean', 0.0):+.4f}/row " \
            f"(one-sided 95% bound {lg.get('lower_bound_95', 0.0):+.4f})"
     acc = f"accuracy {ag['mean']:+.4f} (bound {ag['lower_bound_95']:+.4f})" if ag else ""
     judged = ev.get("judged_on", "")

@@ -72,6 +72,15 @@ def take(cfg, ctx, ds, final: str, used, best, student) -> Look:
         raise GateError([f"{why}, so no recorded test result describes them; the test split was not opened",
                          f"pass --force for a new look (it is recorded in {T.ledger_path(ctx)})"])
     task, precision = ds.task, cfg.train.precision
+    # text: the interval resamples test documents (a language model's windows grouped by their document; a
+    # text-classification row is one); a language model (token streams) is also scored against the n-gram
+    # models, fitted on train and ranked on val here, scored on test only inside this look
+    tokens = ds.inputs == "tokens"
+    fitted = None
+    if tokens and getattr(ds, "streams", None):
+        from recipe.stages.ensemble.ngram_test import fit_ngrams
+
+        fitted = fit_ngrams(ds.doc_tokens["train"], ds.doc_tokens["val"], ds.vocab_size)
     test, index, before = T.open_test(ctx, ds)
     tx = torch.from_numpy(np.ascontiguousarray(ds.normalize(test.x))).to(ctx.device)
     ty = torch.from_numpy(np.ascontiguousarray(ds.target(test.y))).to(ctx.device)
@@ -88,7 +97,9 @@ def take(cfg, ctx, ds, final: str, used, best, student) -> Look:
     if student_out is not None and final != "student":
         others["student"] = student_out
     final_out = {"ensemble": ens_out, "best_single": probs(single_out), "student": student_out}[final]
-    return Look(T.evaluate_test(cfg, ctx, ds, final_out, ty, others), index, before, key)
+    ngram = (fitted, ds.doc_tokens["test"]) if fitted is not None else None
+    return Look(T.evaluate_test(cfg, ctx, ds, final_out, ty, others, test.rows if tokens else None, ngram), index,
+                before, key)
 
 
 def finish(cfg, ctx, look: Look) -> int:
@@ -97,5 +108,7 @@ def finish(cfg, ctx, look: Look) -> int:
     if look.reused is not None:
         return len(T.read_looks(T.ledger_path(ctx)))
     saved = R.save(ctx, look.index, look.result)
+    ngram = look.result.get("ngram")     # the n-gram models' test numbers are test numbers: on the ledger too
+    more = {"ngram_test_loss": {k: v["test_loss"] for k, v in ngram["models"].items()}} if ngram else {}
     return T.finish_look(ctx, look.index, look.result["score"], model_key=look.key,
-                         inputs=R.inputs(cfg.model_dump(mode="json"), ctx.workspace), **saved)
+                         inputs=R.inputs(cfg.model_dump(mode="json"), ctx.workspace), **saved, **more)

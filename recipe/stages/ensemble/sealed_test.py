@@ -191,17 +191,29 @@ def _r(v: float, nd: int = 4) -> Optional[float]:
     return round(float(v), nd) if math.isfinite(v) else None
 
 
-def evaluate_test(cfg, ctx, ds, final_out: torch.Tensor, ty: torch.Tensor, others: dict[str, torch.Tensor]):
-    """Scores, interval, per-class table, confusion matrix and calibration of the final model on test."""
+def metric_name(task) -> str:
+    """The score's name on any split: a language model's "val loss (nats/token)" is its test loss on test."""
+    return task.metric_label.removeprefix("val ")
+
+
+def evaluate_test(cfg, ctx, ds, final_out: torch.Tensor, ty: torch.Tensor, others: dict[str, torch.Tensor],
+                  groups=None, ngram=None):
+    """Scores, interval, per-class table, confusion matrix and calibration of the final model on test; for a
+    language model, perplexity and the n-gram models on the same test documents. `groups`: each test row's
+    document (a language model's windows), so the interval resamples documents; `ngram`: (the fitted n-gram
+    models, the test documents' tokens) for ngram_test.score_ngrams."""
     from recipe import plots
     from recipe.stages.ensemble.stats import _score, bootstrap_score
 
+    t = tasks.get(ds.task)
     s = _score(final_out, ty, ds.task, ds.num_classes)
-    lo, hi = bootstrap_score(final_out, ty, ds.task, cfg.seed)
+    lo, hi = bootstrap_score(final_out, ty, ds.task, cfg.seed, groups)
     result: dict[str, Any] = {"score": s["score"], "ci95": [lo, hi], "loss": s["loss"], "rows": len(ty),
-                              "metric": tasks.get(ds.task).metric_label,
+                              "metric": metric_name(t),
                               "others": {k: _score(o, ty, ds.task, ds.num_classes)["score"] for k, o in others.items()}}
-    if tasks.get(ds.task).has_classes:
+    if groups is not None:
+        result["bootstrap"] = {"resampled": "documents", "n_documents": int(len(np.unique(np.asarray(groups))))}
+    if t.has_classes:
         y = ty.cpu().numpy()
         pred = final_out.argmax(1).cpu().numpy()
         cm = np.zeros((ds.num_classes, ds.num_classes), dtype=np.int64)
@@ -216,6 +228,15 @@ def evaluate_test(cfg, ctx, ds, final_out: torch.Tensor, ty: torch.Tensor, other
         ctx.artifacts.figure("confusion.png", plots.confusion_matrix(cm, classes))
         ctx.artifacts.figure("reliability.png", plots.reliability_diagram(cal["confidence"], cal["accuracy"],
                                                                           cal["counts"], cal["ece"]))
+    elif "perplexity" in s:     # a language model: its loss per token as perplexity, and the n-gram models
+        from recipe.stages.ensemble.ngram_test import network_doc_sums, score_ngrams
+
+        result.update(perplexity=s["perplexity"], perplexity_ci95=[float(np.exp(lo)), float(np.exp(hi))],
+                      bits_per_token=s["bits_per_token"], token_accuracy=s["token_accuracy"], tokens=s["tokens"])
+        if ngram is not None:
+            fitted, test_docs = ngram
+            net = network_doc_sums(t, final_out, ty, groups, len(test_docs))
+            result["ngram"] = score_ngrams(fitted, test_docs, net, cfg.seed)
     else:
         std, mean = ds.target_stats["std"], ds.target_stats["mean"]
         pred = final_out.reshape(-1).cpu().numpy() * std + mean
@@ -226,7 +247,10 @@ def evaluate_test(cfg, ctx, ds, final_out: torch.Tensor, ty: torch.Tensor, other
 
 
 def check_test(result: dict[str, Any], ens_val: float, final: str, looks_before: int,
-               student: Optional[dict], reused: Optional[dict] = None) -> C.Check:
+               student: Optional[dict], reused: Optional[dict] = None, task=None) -> C.Check:
+    """The one test number with its interval; warns where val lies past the interval on the better side (val
+    was overfit by selection: above it for a score, below it for a language model's loss, `task.signed`)."""
+    signed = task.signed if task is not None else (lambda v: v)
     lo, hi = result["ci95"]
     metric = result["metric"]
     ev = {"final_model": final, "test_score": round(result["score"], 4), "ci95": [round(lo, 4), round(hi, 4)], "metric": metric,
@@ -237,6 +261,11 @@ def check_test(result: dict[str, Any], ens_val: float, final: str, looks_before:
         ev["per_class_f1"] = {p["class"]: p["f1"] for p in result["per_class"]}
     if "rmse" in result:
         ev["rmse"] = round(result["rmse"], 4)
+    if "perplexity" in result:
+        ev["perplexity"] = round(result["perplexity"], 4)
+        ev["perplexity_ci95"] = [round(v, 4) for v in result["perplexity_ci95"]]
+    if "bootstrap" in result:
+        ev["bootstrap"] = result["bootstrap"]
     if student:
         ev["student"] = {"val": round(student["val"], 4), "test": round(student["test"], 4),
                          "temperature": student.get("temperature")}
@@ -245,9 +274,13 @@ def check_test(result: dict[str, Any], ens_val: float, final: str, looks_before:
         ev["reused_look"] = reused
         look = (f"recorded result of look {reused['look'] + 1} ({reused['at']}) reused: the same model on the same "
                 "rows, test not opened again")
-    title = f"{final.replace('_', ' ')}: test {metric} {result['score']:.4f} (95% CI {lo:.4f}–{hi:.4f}), {look}"
-    if ens_val > hi:
-        return C.make("ensemble.test", "warn", title + f"; below val {ens_val:.4f}: val was overfit by selection", ev,
+    over = f" over {result['bootstrap']['n_documents']} test documents" if "bootstrap" in result else ""
+    ppl = f", perplexity {result['perplexity']:.3f}" if "perplexity" in result else ""
+    title = (f"{final.replace('_', ' ')}: test {metric} {result['score']:.4f} (95% CI {lo:.4f}–{hi:.4f}{over}){ppl}, "
+             f"{look}")
+    if signed(ens_val) > max(signed(lo), signed(hi)):
+        return C.make("ensemble.test", "warn", title + f"; worse than val {ens_val:.4f}: val was overfit by selection",
+                      ev,
                       "Expect the test number in production; the val number is optimistic after tuning.")
     if "ece" in result and result["ece"] > 0.1:
         return C.make("ensemble.test", "warn", title + f"; poorly calibrated (ECE {result['ece']:.3f})", ev,

@@ -19,8 +19,9 @@ def combine(outputs: list[torch.Tensor], weights, task: str) -> torch.Tensor:
 
 
 def _key(out: torch.Tensor, y: torch.Tensor, task: str, num_classes: int, floor: float = math.inf) -> tuple:
+    """Higher is better: the task's score oriented by Task.signed (minus a language model's loss), then -loss."""
     s = _score(out, y, task, num_classes)
-    return min(s["score"], floor), -s["loss"]
+    return min(tasks.get(task).signed(s["score"]), floor), -s["loss"]
 
 
 def greedy_select(outputs: list[torch.Tensor], y, task: str, num_classes: int) -> np.ndarray:

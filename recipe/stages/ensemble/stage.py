@@ -20,6 +20,7 @@ from recipe.stages.ensemble.cost import inference_cost
 from recipe.stages.ensemble.distill import check_student, distill
 from recipe.stages.ensemble.gain import check_gain, judged_text
 from recipe.stages.ensemble.members import Member, drop_duplicates, gather_members
+from recipe.stages.ensemble.ngram_test import check_beats_ngram
 from recipe.stages.ensemble.selection import combine, greedy_select
 from recipe.stages.ensemble.stats import _score
 
@@ -32,6 +33,9 @@ def run(cfg, ctx) -> StageResult:
     ds = ctx.data()
     va = ctx.tensors("val")
     task, k = ds.task, ds.num_classes
+    t = tasks.get(task)
+    # text: val windows and rows resampled by document in the gain's bootstrap (recipe/stages/ensemble/gain.py)
+    val_groups = ds.val.rows if ds.inputs == "tokens" else None
     steps = 4 + int(cfg.ensemble.distill)
     precision = cfg.train.precision          # every forward pass below: selection, distillation, cost, test
     with ctx.progress("ensemble", steps) as bar:
@@ -48,8 +52,8 @@ def run(cfg, ctx) -> StageResult:
         weights = greedy_select(outs, va.y, task, k) if method == "greedy" else np.full(len(members), 1 / len(members))
         ens_val_out = combine(outs, weights, task)
         ens_val = _score(ens_val_out, va.y, task, k)
-        best = max(members, key=lambda m: (m.val, -m.val_loss))
-        checks = [check_gain(members, same, weights, ens_val_out, va.y, task, k, method, cfg.seed)]
+        best = max(members, key=lambda m: (t.signed(m.val), -m.val_loss))    # a language model's: lowest loss
+        checks = [check_gain(members, same, weights, ens_val_out, va.y, task, k, method, cfg.seed, val_groups)]
         used = [(m, w) for m, w in zip(members, weights) if w > 0]
         bar.update(2)
         # the model predict applies: the ensemble only where it earned its cost, else the best single model;
@@ -63,7 +67,7 @@ def run(cfg, ctx) -> StageResult:
             student_val_out = E.predict(student, va.x, precision=precision)
             student_info["val"] = _score(student_val_out, va.y, task, k)["score"]
             replaced_out = ens_val_out if final == "ensemble" else tasks.get(task).as_output(best.val_out)
-            verdict = check_student(student_val_out, replaced_out, final, va.y, task, k, cfg.seed)
+            verdict = check_student(student_val_out, replaced_out, final, va.y, task, k, cfg.seed, val_groups)
             checks.append(verdict)
             student_info["shipped"] = verdict.status == "pass"
             why = f"ensemble.distill: {verdict.title}"
@@ -96,7 +100,9 @@ def run(cfg, ctx) -> StageResult:
         if student is not None:
             student_info["test"] = result["score"] if final == "student" else result["others"]["student"]
         final_val = {"student": (student_info or {}).get("val"), "best_single": best.val}.get(final, ens_val["score"])
-        checks.append(T.check_test(result, final_val, final, looks_before, student_info, look.reused))
+        checks.append(T.check_test(result, final_val, final, looks_before, student_info, look.reused, t))
+        if "ngram" in result:
+            checks.append(check_beats_ngram(result["ngram"], final))
         bar.update(steps)
     # ---- artifacts: the ensemble as a loadable thing (member checkpoints + weights), and what predict needs
     saved = []
@@ -143,6 +149,14 @@ def run(cfg, ctx) -> StageResult:
                "inference_cost": cost}
     if "ece" in result:
         metrics["ece"] = result["ece"]
+    if "perplexity" in result:
+        metrics.update(test_perplexity=result["perplexity"], test_perplexity_ci95=result["perplexity_ci95"])
+    if "ngram" in result:
+        ng = result["ngram"]
+        metrics["ngram_test"] = {"best": ng["best"], "test_loss": ng["models"][ng["best"]]["test_loss"],
+                                 "gain": ng["gain"]["mean"]}
+        summary += (f"; best n-gram ({ng['best']}) test {ng['models'][ng['best']]['test_loss']:.4f} nats/token "
+                    f"({ng['gain']['mean']:+.4f} for the {final.replace('_', ' ')})")
     if student_info:
         metrics["student"] = {"val": student_info["val"], "test": student_info["test"],
                               "temperature": student_info["temperature"]}
@@ -164,6 +178,6 @@ def _health(gathered: list[Member], student_info: Optional[dict]) -> list:
 
 def _val_line(n: int, method: str, task: str, ens: float, best: float, gain: C.Check) -> str:
     """The val half of the summary, naming the metric ensemble.gain was judged on (it may not be the score)."""
-    metric = tasks.get(task).metric_label
+    metric = T.metric_name(tasks.get(task))
     return (f"ensemble of {n} ({method}): val {metric} {ens:.4f} vs best single {best:.4f}, "
             f"{judged_text(gain)}")

@@ -40,24 +40,46 @@ def resampled(n_rows: int, seed: int, stat, n: int = BOOTSTRAP) -> np.ndarray:
                            for start in range(0, n, per)])
 
 
-def paired_bootstrap(delta: np.ndarray, seed: int, n: int = BOOTSTRAP) -> tuple[float, float, float]:
-    """Mean of per-row differences with its 95% bootstrap interval (rows resampled together)."""
-    means = resampled(len(delta), seed, lambda idx: delta[idx].mean(1), n)
-    lo, hi = np.percentile(means, [2.5, 97.5])
+def _means(delta: np.ndarray, seed: int, n: int, groups) -> np.ndarray:
+    """Resampled means of per-row differences: rows resampled, or whole groups (documents) with their rows."""
+    if groups is None:
+        return resampled(len(delta), seed, lambda idx: delta[idx].mean(1), n)
+    return ratio_bootstrap(*group_sums(delta, np.ones_like(delta), groups), seed, n)
+
+
+def paired_bootstrap(delta: np.ndarray, seed: int, n: int = BOOTSTRAP, groups=None) -> tuple[float, float, float]:
+    """Mean of per-row differences with its 95% bootstrap interval (rows resampled together; with `groups`, the
+    rows' documents are resampled, each with all its rows)."""
+    lo, hi = np.percentile(_means(delta, seed, n, groups), [2.5, 97.5])
     return float(delta.mean()), float(lo), float(hi)
 
 
-def _lower(delta: np.ndarray, seed: int) -> float:
+def _lower(delta: np.ndarray, seed: int, groups=None) -> float:
     """One-sided 95% lower bound of the mean difference: "the ensemble is better" is a one-sided claim."""
-    means = resampled(len(delta), seed, lambda idx: delta[idx].mean(1))
-    return float(np.percentile(means, 5))
+    return float(np.percentile(_means(delta, seed, BOOTSTRAP, groups), 5))
 
 
-def bootstrap_score(out: torch.Tensor, y: torch.Tensor, task: str, seed: int) -> tuple[float, float]:
-    """95% bootstrap interval of accuracy (tasks with classes) or R² on a split."""
-    if tasks.get(task).has_classes:
-        correct = row_correct(out, y)
-        stats = resampled(len(y), seed, lambda idx: correct[idx].mean(1))
+def group_sums(num: np.ndarray, den: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row numerators and denominators summed per group (a document's windows), groups in sorted order."""
+    _, which = np.unique(np.asarray(groups), return_inverse=True)
+    return np.bincount(which, num), np.bincount(which, den)
+
+
+def ratio_bootstrap(num: np.ndarray, den: np.ndarray, seed: int, n: int = BOOTSTRAP) -> np.ndarray:
+    """sum(num) / sum(den) over n resamples of the units (rows or documents) with replacement: a token-weighted
+    loss over resampled documents, or the accuracy over resampled rows."""
+    return resampled(len(num), seed, lambda idx: num[idx].sum(1) / np.maximum(den[idx].sum(1), 1e-300), n)
+
+
+def bootstrap_score(out: torch.Tensor, y: torch.Tensor, task: str, seed: int, groups=None) -> tuple[float, float]:
+    """95% bootstrap interval of the score on a split: of accuracy or loss per token (a task whose score is a
+    ratio of row sums, Task.score_sums) over resampled rows, or over resampled groups when `groups` names each
+    row's group (a language model's test windows: the document of each, so documents are resampled, not their
+    correlated windows); of R² over resampled rows otherwise."""
+    sums = tasks.get(task).score_sums(out, y)
+    if sums is not None:
+        num, den = sums if groups is None else group_sums(*sums, groups)
+        stats = ratio_bootstrap(num, den, seed)
     else:
         loss, yv = row_loss(out, y, task), y.double().cpu().numpy()
 
