@@ -207,3 +207,49 @@ def test_language_model_loss_takes_soft_next_token_targets():
     hard = lm.loss(out, y)
     soft = lm.loss(out, torch.nn.functional.one_hot(y, 6).float())     # what distillation trains on
     assert float(soft) == pytest.approx(float(hard), rel=1e-6)
+
+
+CLASSES = """\
+name: tcl
+seed: 0
+task: text-classification
+data: {{source: {source}, text: text, target: label, block_size: 24, split: {{val: 0.2, test: 0.2}}}}
+model: {{kind: gpt, n_layer: 1, n_head: 2, n_embd: 16}}
+train: {{optimizer: adamw, lr: 3.0e-3, batch_size: 16, epochs: 3}}
+tune: {{trials: 2}}
+ensemble: {{top_k: 2}}
+checks:
+  tune.noise: {{seeds: 2, top: 2, reason: "fast test"}}
+  ensemble.gain: {{severity: warn, reason: "a 3-epoch classifier of 72 documents: members can be one model"}}
+"""
+
+
+def test_text_classification_tunes_the_higher_way_and_tests_over_documents(tmp_path):
+    """The other text task through tune and ensemble: accuracy is maximized, one row is one document, so the
+    test interval resamples the 24 test documents; there is no n-gram comparison (no token streams)."""
+    import csv
+
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "t.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for _ in range(120):
+            word = "".join(rng.choice(list("abcdefghij"), 6))
+            w.writerow([word * 4, "has_a" if "a" in word[:3] else "no_a"])
+    cfg = tmp_path / "tcl.yaml"
+    cfg.write_text(CLASSES.format(source=tmp_path / "t.csv"))
+    runs = tmp_path / "runs"
+    write_chosen(cfg, runs, model=True)
+    assert invoke("tune", cfg, "--runs", runs, "--force", "-q").exit_code == 0
+    art = json.loads((runs / "tcl" / "tune" / "tune.json").read_text())
+    assert art["direction"] == "maximize" and art["metric"] == "accuracy" and art["batch"]["size"] == 1
+    top = [t["val"] for t in art["top"]]
+    assert top == sorted(top, reverse=True)                     # the highest accuracy ranks first
+    r = invoke("ensemble", cfg, "--runs", runs, "--force", "-q")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    rec = record(runs, "tcl", "ensemble")
+    test = check(rec, "ensemble.test")
+    assert test["evidence"]["bootstrap"] == {"resampled": "documents", "n_documents": 24}
+    assert "ensemble.beats-ngram" not in {c["id"] for c in rec["checks"]}
+    ens = json.loads((runs / "tcl" / "ensemble" / "ensemble.json").read_text())
+    assert ens["best_member"] == max(ens["candidates"], key=lambda c: (c["val"], -c["val_loss"]))["name"]
