@@ -92,8 +92,8 @@ def can_reach_top(study, number: int, value: float, k: int) -> bool:
     can: the top k only gets better. Its checkpoint is then not written (an atomic write with fsync, 14 ms a trial
     on digits under cProfile;
     a missing one is retrained by ensemble, as a trial from another machine is)."""
-    from optuna.study import StudyDirection
     from optuna.trial import TrialState
+    from optuna.study import StudyDirection
 
     sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0    # "above": better in the study's direction
     above = 0
