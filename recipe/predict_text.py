@@ -17,12 +17,20 @@ import numpy as np
 
 from recipe.errors import DataError, GateError, RecipeError
 
-TEXT_TASKS = ("language-model", "text-classification")
 DOC_SUFFIXES = (".txt", ".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson")
 
 
 def is_text(art: dict[str, Any]) -> bool:
-    return art.get("task") in TEXT_TASKS
+    from recipe.data.text import TASKS      # the tasks text data can have
+
+    return art.get("task") in TASKS
+
+
+def is_language_model(art: dict[str, Any]) -> bool:
+    """A text model without classes predicts the next token: what --prompt samples from and documents are scored by."""
+    from recipe import tasks
+
+    return is_text(art) and not tasks.get(art["task"]).has_classes
 
 
 # ----------------------------------------------------------------------------- tokenizer and models
@@ -53,6 +61,7 @@ class Final:
     """The final model as predict applies it: (model, weight) pairs, the tokenizer and the window length."""
 
     task: str
+    next_token: bool = True                          # a language model (else a classifier)
     models: list = field(default_factory=list)      # [(torch module in eval mode, weight)]
     tok: Any = None
     block_size: int = 0
@@ -87,8 +96,8 @@ def load(cfg, ws, art: dict[str, Any], device: str = "cpu") -> Final:
                           "rerun 'recipe ensemble --force'")
     dev = pick_device(device)
     enc = art["encoding"]
-    outputs = tasks.get(art["task"]).num_outputs(int(enc["vocab_size"]) if art["task"] == "language-model"
-                                                 else len(art.get("classes") or ()))
+    task = tasks.get(art["task"])
+    outputs = task.num_outputs(len(art.get("classes") or ()) if task.has_classes else int(enc["vocab_size"]))
     sdir = ws.stage_dir("ensemble")
     if art.get("final") == "best_single":
         picks = [(art["best"], 1.0)]
@@ -98,7 +107,7 @@ def load(cfg, ws, art: dict[str, Any], device: str = "cpu") -> Final:
         picks = [(m, float(m["weight"])) for m in art["members"] if float(m["weight"]) > 0]
     models = [(_model(cfg, art, p.get("overrides") or {}, sdir / p["checkpoint"], outputs).to(dev), w)
               for p, w in picks]
-    return Final(art["task"], models, tokenizer(ws, art), int(art["shape"][0]), int(enc["vocab_size"]),
+    return Final(art["task"], not task.has_classes, models, tokenizer(ws, art), int(art["shape"][0]), int(enc["vocab_size"]),
                  enc.get("pad_id"), art.get("classes"), dev)
 
 
@@ -148,7 +157,7 @@ def generate(final: Final, prompt_ids, tokens: int, temperature: float, top_k: i
     generator seeded with `seed`, so the same seed gives the same text on any device."""
     import torch
 
-    if final.task != "language-model":
+    if not final.next_token:
         raise RecipeError(f"--prompt samples from a language model; this final model is {final.task} "
                           "(pass documents to label instead: recipe predict CONFIG FILE)")
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -179,7 +188,7 @@ def sample(final: Final, prompt: str, tokens: int, temperature: float, top_k: in
 def sample_final(cfg, ws, art: dict[str, Any], prompt: str, tokens: int, temperature: float, top_k: int, seed: int,
                  device: str = "cpu") -> tuple[dict[str, Any], str]:
     """`recipe predict --prompt`: the sample of the final model in ensemble.json, and a line saying what ran."""
-    if art.get("task") != "language-model":
+    if not is_language_model(art):
         raise RecipeError(f"--prompt samples from a language model; the final model of {cfg.name} is "
                           f"{art.get('task')}: pass rows or documents to predict instead")
     check_sampling(tokens, temperature, top_k)
@@ -200,8 +209,8 @@ class Documents:
 
 def read_documents(cfg, path: Path) -> Documents:
     """Documents to score or label: a .txt file (one document), a folder of .txt files (one each), or a
-    CSV/Parquet/JSONL file whose data.text column holds them (and whose data.target column, if present, the
-    labels). Bytes that are not UTF-8 are a DataError naming file and byte offset."""
+    CSV/Parquet/JSONL file whose data.text column (else a column named 'text') holds them, and whose data.target
+    column, if present, the labels. Bytes that are not UTF-8 are a DataError naming file and byte offset."""
     from recipe.data.text import read as R
 
     if not path.exists():
@@ -217,7 +226,8 @@ def read_documents(cfg, path: Path) -> Documents:
     if suffix not in DOC_SUFFIXES:
         raise DataError(f"{path}: unsupported file type '{suffix}' for text (use .txt, a folder of .txt files, "
                         ".csv, .parquet or .jsonl with the data.text column)")
-    docs = R.read_documents(path, cfg.data.text, cfg.data.target, cfg.data.chunk_chars)
+    # a model trained on .txt files has no data.text: its documents in a table sit in a column named 'text'
+    docs = R.read_documents(path, cfg.data.text or "text", cfg.data.target, cfg.data.chunk_chars)
     return Documents(docs.names, docs.texts, docs.labels)
 
 
@@ -299,7 +309,7 @@ def predict_documents(cfg, ws, art: dict[str, Any], path: Path, device: str = "c
     summary: dict[str, Any] = {"documents": len(docs.texts), "task": final.task, "final": art.get("final", "ensemble"),
                                "out": str(out) if out else None}
     who = f"the {summary['final'].replace('_', ' ')} of {cfg.name}" + (f" -> {out}" if out else "")
-    if final.task == "language-model":
+    if final.next_token:
         rows = score(final, docs)
         n = sum(r["predicted_tokens"] for r in rows)
         loss = sum(r["loss"] * r["predicted_tokens"] for r in rows if r["loss"] is not None) / n if n else None

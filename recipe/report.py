@@ -258,8 +258,10 @@ def _final(ws: Workspace, state: str) -> str:
               if not (c.get("weight") or 0) > 0]
     unused_line = (f'<p class="meta">candidates given no weight (not members): {_e(", ".join(unused))}</p>'
                    if unused else "")
+    from recipe.predict_text import is_language_model
+
     figures = ("Confusion matrix and reliability diagram" if detail.get("per_class") is not None
-               else "Val loss curve and samples below; pictures" if art.get("task") == "language-model"
+               else "Val loss curve and samples below; pictures" if is_language_model(art)
                else "Predicted against true values")
     per_class = ""
     if detail.get("per_class"):

@@ -123,8 +123,10 @@ def _curves(ws, art: dict[str, Any]) -> tuple[str, int]:
 
 def section(cfg, ws) -> tuple[str, int]:
     """The card (HTML) and its number of pictures; empty for anything but a language model's final model."""
+    from recipe.predict_text import is_language_model
+
     art = _json(ws.stage_dir("ensemble") / "ensemble.json")
-    if not isinstance(art, dict) or art.get("task") != "language-model":
+    if not isinstance(art, dict) or not is_language_model(art):
         return "", 0
     curve, n = _curves(ws, art)
     got, why = samples(cfg, ws, art)

@@ -170,9 +170,17 @@ def test_a_folder_and_a_jsonl_give_one_row_per_document(lm):
     assert r.json["loss"] == pytest.approx(total, rel=1e-9)
     jl = root / "docs.jsonl"
     jl.write_text("".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
-    j = invoke("predict", cfg, jl, "--runs", runs, "-o", "data.text=text", "--json")
-    # data.text is part of the data section: changing it makes the ensemble record stale, which predict refuses
-    assert j.exit_code == 3 and "stale" in j.stderr, j
+    # trained on a .txt file, the model has no data.text: a table's documents are its column 'text'
+    j = invoke("predict", cfg, jl, "--runs", runs, "--json")
+    assert j.exit_code == 0, j
+    assert [s["document"] for s in j.json["scores"]] == ["docs.jsonl:0", "docs.jsonl:1", "docs.jsonl:2"]
+    assert [s["loss"] for s in j.json["scores"]] == [s["loss"] for s in rows[:3]]
+    (root / "other.jsonl").write_text(json.dumps({"body": texts[0]}) + "\n", encoding="utf-8")
+    other = invoke("predict", cfg, root / "other.jsonl", "--runs", runs)
+    assert other.exit_code == 2 and "data.text column 'text' not found (columns: body)" in other.stderr, other
+    # data.text is part of the data section: naming another column makes the ensemble record stale
+    stale = invoke("predict", cfg, root / "other.jsonl", "--runs", runs, "-o", "data.text=body")
+    assert stale.exit_code == 3 and "stale" in stale.stderr, stale
 
 
 def test_undecodable_bytes_are_named_by_file_and_offset(lm):

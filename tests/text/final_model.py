@@ -58,9 +58,11 @@ def labelled_csv(root: Path) -> Path:
 
 
 def make(root: Path, name: str = "lm", task: str = "language-model", tokenizer: str = "char", epochs: int = 3,
-         members: int = 1, fitted_on: tuple = ("train",), final: Optional[str] = None, inspect: bool = False):
+         members: int = 1, fitted_on: tuple = ("train",), final: Optional[str] = None, inspect: bool = False,
+         config_path: Optional[Path] = None):
     """Train `members` models (seeds 0, 1, ...) and save them as ensemble does; returns (config path, runs, ds).
-    With `inspect`, `recipe inspect` runs first and writes tokenizer.json and its record (else it is saved here)."""
+    With `inspect`, `recipe inspect` runs first and writes tokenizer.json and its record (else it is saved here).
+    `config_path`: an existing experiment instead of the small one written here (name and data from it)."""
     from recipe import config, models
     from recipe.data.text import build, save_tokenizer, split_documents
     from recipe.engine import train as E
@@ -68,14 +70,17 @@ def make(root: Path, name: str = "lm", task: str = "language-model", tokenizer: 
     from recipe.workspace import Workspace, config_read, file_digest
 
     root.mkdir(parents=True, exist_ok=True)
-    if task == "language-model":
-        source, extra = text_file(root), ""
-    else:
-        source, extra = labelled_csv(root), "  text: text\n  target: topic\n"
-    cpath = root / f"{name}.yaml"
-    cpath.write_text(LM_CONFIG.format(name=name, task=task, source=source.name, tokenizer=tokenizer, extra=extra,
-                                      epochs=epochs))
+    cpath = config_path
+    if cpath is None:
+        if task == "language-model":
+            source, extra = text_file(root), ""
+        else:
+            source, extra = labelled_csv(root), "  text: text\n  target: topic\n"
+        cpath = root / f"{name}.yaml"
+        cpath.write_text(LM_CONFIG.format(name=name, task=task, source=source.name, tokenizer=tokenizer, extra=extra,
+                                          epochs=epochs))
     cfg = config.load(cpath, [])
+    name = cfg.name
     runs = root / "runs"
     if inspect:
         from tests.conftest import invoke
