@@ -78,6 +78,37 @@ def test_top_k_1_and_a_tiny_temperature_are_greedy_and_the_context_is_cropped(lm
     assert a.json["continuation"] == b.json["continuation"] and a.json["prompt"] == long
 
 
+def test_best_single_and_student_apply_their_own_checkpoint(lm):
+    """final: best_single applies best.pt (member 0 here), student its student.pt (member 1's weights here):
+    each scores the val text with that model's own loss."""
+    from recipe import config, models
+    from recipe.engine import train as E
+
+    cfg, runs, ds, root = lm
+    text, n = _cut_val_text(ds)
+    (root / "val_cut.txt").write_text(text, encoding="utf-8")
+    x, y = torch.from_numpy(ds.val.x), torch.from_numpy(ds.val.y)
+    want = []
+    for i in (0, 1):
+        model = models.create(config.load(cfg, []), ds, 0)
+        model.load_state_dict(E.load_checkpoint(runs / "lm" / "ensemble" / f"members/{i}.pt")["state_dict"])
+        want.append(float(torch.nn.functional.cross_entropy(E.predict(model, x).transpose(1, 2), y)))
+    got = {}
+    try:
+        for final, extra in (("best_single", {}), ("student", {"student": {"checkpoint": "members/1.pt",
+                                                                           "overrides": {}}})):
+            F.rewrite(runs, "lm", final=final, **extra)
+            r = invoke("predict", cfg, root / "val_cut.txt", "--runs", runs, "--json")
+            assert r.exit_code == 0, r
+            got[final] = r.json["loss"]
+            assert f"with the {final.replace('_', ' ')} of lm" in r.stderr
+    finally:
+        F.rewrite(runs, "lm", final="ensemble", student=None)
+    assert got["best_single"] == pytest.approx(want[0], rel=1e-5)
+    assert got["student"] == pytest.approx(want[1], rel=1e-5)
+    assert abs(want[0] - want[1]) > 1e-4
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--tokens", "0", "--tokens must be >= 1 (got 0)"),
     ("--temperature", "0", "--temperature must be a finite number > 0 (got 0.0)"),
