@@ -397,7 +397,7 @@ def predict(args: Optional[List[Path]] = typer.Argument(None, metavar="[CONFIG] 
     ws = Workspace(runs, cfg.name)
     art = P.load_final(ws, cfg.model_dump(mode="json"))
     if PT.is_text(art):       # documents: per-document loss (language model) or labels, as CSV
-        text, summary, line = PT.predict_documents(cfg, ws, art, data, device, out)
+        text, summary, line = PT.predict_documents(cfg, ws, art, data, device, out, strict)
         if out is not None:
             atomic_write_bytes(out, text.encode())
         elif not as_json:

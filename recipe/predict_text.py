@@ -299,13 +299,28 @@ def labels_csv(docs: Documents, predicted: list, probs: np.ndarray, classes: lis
     return "\n".join(lines) + "\n"
 
 
+def refuse_unknown(tok, docs: Documents, path: Path) -> None:
+    """--strict: a document holding characters the char vocabulary lacks (they would encode as the unknown id)
+    is exit 2, naming the documents and characters; byte and bpe have no unknown."""
+    if tok.unk_id is None:
+        return
+    bad = [(n, sorted({c for c in t if c not in tok.index})) for n, t in zip(docs.names, docs.texts)]
+    bad = [(n, cs) for n, cs in bad if cs]
+    if bad:
+        shown = "; ".join(f"{n}: {', '.join(repr(c) for c in cs[:5])}" for n, cs in bad[:5])
+        raise DataError(f"{path}: {len(bad)} document(s) hold characters train never had ({shown}); --strict "
+                        "refuses them (without it they encode as the unknown id and are counted in unknown_tokens)")
+
+
 def predict_documents(cfg, ws, art: dict[str, Any], path: Path, device: str = "cpu",
-                      out: Optional[Path] = None) -> tuple[str, dict[str, Any], str]:
+                      out: Optional[Path] = None, strict: bool = False) -> tuple[str, dict[str, Any], str]:
     """`recipe predict CONFIG DOCS` for a text model: the CSV, its summary (--json) and a line saying what ran.
     A language model gets per-document loss (and the token-weighted loss and perplexity over all), a
-    text classifier labels (and accuracy when the file has a label column)."""
+    text classifier labels (and accuracy when the file has a label column). `strict`: refuse_unknown."""
     docs = read_documents(cfg, path)           # before the model loads: a bad file is named at once
     final = load(cfg, ws, art, device)
+    if strict:
+        refuse_unknown(final.tok, docs, path)
     summary: dict[str, Any] = {"documents": len(docs.texts), "task": final.task, "final": art.get("final", "ensemble"),
                                "out": str(out) if out else None}
     who = f"the {summary['final'].replace('_', ' ')} of {cfg.name}" + (f" -> {out}" if out else "")

@@ -214,6 +214,21 @@ def test_a_folder_and_a_jsonl_give_one_row_per_document(lm):
     assert stale.exit_code == 3 and "stale" in stale.stderr, stale
 
 
+def test_strict_refuses_documents_with_characters_train_never_had(lm):
+    cfg, runs, ds, root = lm
+    folder = root / "strict"
+    folder.mkdir()
+    (folder / "ok.txt").write_text(ds.docs["val"].texts[0][:200], encoding="utf-8")
+    (folder / "euro.txt").write_text(ds.docs["train"].texts[0][:40] + "€€", encoding="utf-8")
+    loose = invoke("predict", cfg, folder, "--runs", runs, "--json")
+    assert loose.exit_code == 0, loose
+    assert {s["document"]: s["unknown_tokens"] for s in loose.json["scores"]}["euro.txt"] == 2
+    strict = invoke("predict", cfg, folder, "--runs", runs, "--strict", "--out", root / "strict.csv")
+    assert strict.exit_code == 2, strict
+    assert "1 document(s) hold characters train never had (euro.txt: '€'); --strict refuses them" in strict.stderr
+    assert not (root / "strict.csv").exists()
+
+
 def test_undecodable_bytes_are_named_by_file_and_offset(lm):
     cfg, runs, _, root = lm
     bad = root / "bad.txt"
