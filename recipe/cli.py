@@ -355,13 +355,11 @@ def predict(args: Optional[List[Path]] = typer.Argument(None, metavar="[CONFIG] 
             as_json: bool = JsonOpt,
             strict: bool = typer.Option(False, "--strict", help="Exit 2, writing nothing, if any row holds an input "
                                                                 "train never saw (or the inputs cannot be checked)."),
-            prompt: Optional[str] = typer.Option(None, "--prompt", help="Language model: sample a continuation of "
-                                                                        "this text (no INPUT then)."),
+            prompt: Optional[str] = typer.Option(None, "--prompt", help="Language model: continue this text."),
             tokens: int = typer.Option(200, "--tokens", help="--prompt: tokens to generate."),
             temperature: float = typer.Option(0.8, "--temperature", help="--prompt: sampling temperature (> 0)."),
             top_k: int = typer.Option(40, "--top-k", help="--prompt: sample among the k most likely tokens."),
-            seed: Optional[int] = typer.Option(None, "--seed", help="--prompt: sampling seed (default: the "
-                                                                    "config's seed); same seed, same text.")):
+            seed: Optional[int] = typer.Option(None, "--seed", help="--prompt: seed (default: the config's).")):
     """Apply the final model (ensemble, best single or student) to new rows, with the recorded preprocessing.
     Rows with category levels, far values or missing values train never had are flagged (recipe_warnings).
     Text: score documents (loss, perplexity) or label them; --prompt samples from a language model."""
