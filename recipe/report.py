@@ -234,6 +234,9 @@ def _final(ws: Workspace, state: str) -> str:
         rows.append(("calibration (ECE)", detail["ece"]))
     if detail.get("rmse") is not None:
         rows.append(("RMSE (target units)", detail["rmse"]))
+    from recipe.report_text import final_rows
+
+    rows += final_rows(detail)        # a language model: test perplexity and the n-gram models on test
     rows.append(("test rows", detail.get("rows")))
     cost = art.get("inference_cost") or {}
     for name, c in cost.items():

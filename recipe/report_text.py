@@ -121,6 +121,25 @@ def _curves(ws, art: dict[str, Any]) -> tuple[str, int]:
             "</figcaption></figure>"), 1
 
 
+def final_rows(detail: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Lines of the final result for a language model's test: perplexity with its interval, and the best n-gram
+    model (chosen on val) scored on the same test documents, with the network's gain over it."""
+    rows: list[tuple[str, Any]] = []
+    if detail.get("perplexity") is not None:
+        lo, hi = detail.get("perplexity_ci95") or [math.nan, math.nan]
+        rows.append(("test perplexity", f"{detail['perplexity']:.4g} (95% interval {lo:.4g} – {hi:.4g})"))
+    ngram = detail.get("ngram") or {}
+    best = (ngram.get("models") or {}).get(ngram.get("best"))
+    if best:
+        g = ngram.get("gain") or {}
+        lo, hi = g.get("ci95") or [math.nan, math.nan]
+        rows.append((f"best n-gram on test ({ngram['best']}, chosen on val)",
+                     f"{best['test_loss']:.4f} nats/token; the final model's gain {g.get('mean', math.nan):+.4f} "
+                     f"(95% interval {lo:+.4f} – {hi:+.4f} over {g.get('n_documents', '?')} test documents; > 0: "
+                     "the final model predicts test better)"))
+    return rows
+
+
 def section(cfg, ws) -> tuple[str, int]:
     """The card (HTML) and its number of pictures; empty for anything but a language model's final model."""
     from recipe.predict_text import is_language_model

@@ -62,6 +62,26 @@ def test_the_curve_sits_beside_the_samples(lm):
     assert info["images"] == 3       # the ensemble stage's run curves, inspect's lengths.png and this curve
 
 
+def test_the_final_result_shows_test_perplexity_and_the_best_ngram(lm, tmp_path):
+    """What ensemble's sealed test records for a language model (test_detail: perplexity, the n-gram models on
+    the test documents) is shown in the final result."""
+    cfg, runs, ds, _ = lm
+    detail = {"metric": "loss (nats/token)", "score": 1.9, "perplexity": 6.6859, "perplexity_ci95": [6.1, 7.3],
+              "ngram": {"best": "kn5gram", "models": {"kn5gram": {"test_loss": 2.0123, "test_perplexity": 7.48}},
+                        "gain": {"mean": 0.1123, "ci95": [0.05, 0.17], "n_documents": 7}}}
+    F.rewrite(runs, "lm", test_detail=detail)
+    try:
+        r = invoke("report", cfg, "--runs", runs, "--out", tmp_path / "f.html")
+        assert r.exit_code == 0, r
+        page = html.unescape((tmp_path / "f.html").read_text())
+    finally:
+        F.rewrite(runs, "lm", test_detail={})
+    assert "<dt>test perplexity</dt><dd>6.686 (95% interval 6.1 – 7.3)</dd>" in page
+    assert ("<dt>best n-gram on test (kn5gram, chosen on val)</dt><dd>2.0123 nats/token; the final model's gain "
+            "+0.1123 (95% interval +0.0500 – +0.1700 over 7 test documents; > 0: the final model predicts test "
+            "better)</dd>") in page
+
+
 def test_without_a_loadable_model_the_card_says_why(lm, tmp_path):
     cfg, runs, ds, _ = lm
     member = runs / "lm" / "ensemble" / "best.pt"
