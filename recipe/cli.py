@@ -346,22 +346,45 @@ def init(directory: Path = typer.Argument(Path("."), help="Where to write the st
 
 @app.command()
 @handled
-def predict(args: List[Path] = typer.Argument(..., metavar="[CONFIG] INPUT",
-                                              help="Optional experiment YAML, then a .csv/.parquet/.npz of new rows, "
-                                                   "or an image folder."),
+def predict(args: Optional[List[Path]] = typer.Argument(None, metavar="[CONFIG] [INPUT]",
+                                                        help="Optional experiment YAML, then a .csv/.parquet/.npz of "
+                                                             "new rows, or an image folder; for text, a .txt file, a "
+                                                             "folder of them or a table with the text column."),
             out: Optional[Path] = typer.Option(None, "--out", help="Write predictions (CSV) here; default stdout."),
             overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt, device: str = DeviceOpt,
             as_json: bool = JsonOpt,
             strict: bool = typer.Option(False, "--strict", help="Exit 2, writing nothing, if any row holds an input "
-                                                                "train never saw (or the inputs cannot be checked).")):
+                                                                "train never saw (or the inputs cannot be checked)."),
+            prompt: Optional[str] = typer.Option(None, "--prompt", help="Language model: continue this text."),
+            tokens: int = typer.Option(200, "--tokens", help="--prompt: tokens to generate."),
+            temperature: float = typer.Option(0.8, "--temperature", help="--prompt: sampling temperature (> 0)."),
+            top_k: int = typer.Option(40, "--top-k", help="--prompt: sample among the k most likely tokens."),
+            seed: Optional[int] = typer.Option(None, "--seed", help="--prompt: seed (default: the config's).")):
     """Apply the final model (ensemble, best single or student) to new rows, with the recorded preprocessing.
-    Rows with category levels, far values or missing values train never had are flagged (recipe_warnings)."""
+    Rows with category levels, far values or missing values train never had are flagged (recipe_warnings).
+    Text: score documents (loss, perplexity) or label them; --prompt samples from a language model."""
     from rich.markup import escape
 
     from recipe import predict as P
+    from recipe import predict_text as PT
     from recipe import tasks
     from recipe.workspace import Workspace, atomic_write_bytes
 
+    args = list(args or [])
+    if prompt is not None:     # [CONFIG] --prompt TEXT: the prompt and a sampled continuation on stdout
+        PT.check_sampling(tokens, temperature, top_k)      # a bad option is exit 2 before anything loads
+        if len(args) > 1:
+            raise RecipeError(f"predict --prompt takes only [CONFIG], got {len(args)} paths")
+        cfg = _load_config(args[0] if args else None, overrides, runs)
+        _check_device(device)
+        ws = Workspace(runs, cfg.name)
+        result, line = PT.sample_final(cfg, ws, P.load_final(ws, cfg.model_dump(mode="json")), prompt, tokens,
+                                       temperature, top_k, cfg.seed if seed is None else seed, device)
+        typer.echo(json.dumps(result) if as_json else result["prompt"] + result["continuation"])
+        console().print(escape(line), soft_wrap=True)
+        return
+    if not args:
+        raise RecipeError("predict takes [CONFIG] INPUT (or --prompt TEXT for a language model)")
     if len(args) > 2:
         raise RecipeError(f"predict takes [CONFIG] INPUT, got {len(args)} paths")
     config, data = (args[0], args[1]) if len(args) == 2 else (None, args[0])
@@ -371,6 +394,16 @@ def predict(args: List[Path] = typer.Argument(..., metavar="[CONFIG] INPUT",
     _check_device(device)
     ws = Workspace(runs, cfg.name)
     art = P.load_final(ws, cfg.model_dump(mode="json"))
+    if PT.is_text(art):       # documents: per-document loss (language model) or labels, as CSV
+        text, summary, line = PT.predict_documents(cfg, ws, art, data, device, out, strict)
+        if out is not None:
+            atomic_write_bytes(out, text.encode())
+        elif not as_json:
+            typer.echo(text, nl=False)
+        console().print(escape(line), soft_wrap=True)
+        if as_json:
+            typer.echo(json.dumps(summary, default=str))
+        return
     names = None
     if data.is_dir():      # an image folder: rows are its images, named by file in the output
         from recipe.data.seen import Flags

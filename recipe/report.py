@@ -2,7 +2,8 @@
 
 The page has inline CSS and base64 PNGs, no script and nothing from the network, so it can be mailed or
 archived as one file. Imports neither torch nor scikit-learn: it only reads records, artifacts and the runs'
-metrics.jsonl curves.
+metrics.jsonl curves. The one exception is a language model's card (recipe/report_text.py), whose samples are
+generated from the final model when the report is written.
 """
 from __future__ import annotations
 
@@ -233,6 +234,9 @@ def _final(ws: Workspace, state: str) -> str:
         rows.append(("calibration (ECE)", detail["ece"]))
     if detail.get("rmse") is not None:
         rows.append(("RMSE (target units)", detail["rmse"]))
+    from recipe.report_text import final_rows
+
+    rows += final_rows(detail)        # a language model: test perplexity and the n-gram models on test
     rows.append(("test rows", detail.get("rows")))
     cost = art.get("inference_cost") or {}
     for name, c in cost.items():
@@ -257,7 +261,10 @@ def _final(ws: Workspace, state: str) -> str:
               if not (c.get("weight") or 0) > 0]
     unused_line = (f'<p class="meta">candidates given no weight (not members): {_e(", ".join(unused))}</p>'
                    if unused else "")
+    from recipe.predict_text import is_language_model
+
     figures = ("Confusion matrix and reliability diagram" if detail.get("per_class") is not None
+               else "Val loss curve and samples below; pictures" if is_language_model(art)
                else "Predicted against true values")
     per_class = ""
     if detail.get("per_class"):
@@ -327,7 +334,10 @@ def render(cfg, runs: Path) -> tuple[str, int]:
         steps.append(f'<a class="step" href="#stage-{_e(stage)}" style="border-top-color:'
                      f'{STATE_COLORS.get(state, "#6e7781")}"><b>{i}. {_e(stage)}</b>{_pill(state)}<br>'
                      f'<span class="count">{_e(_counts(rec.get("checks") or []) if rec else "not run")}</span></a>')
-    sections, images = [], 0
+    from recipe import report_text
+
+    lm_card, images = report_text.section(cfg, ws)     # empty unless the final model is a language model
+    sections = []
     for i, stage in enumerate(STAGES, 1):
         state, reasons = states[stage]
         body, n = _stage_section(ws, i, stage, state, reasons)
@@ -341,13 +351,14 @@ def render(cfg, runs: Path) -> tuple[str, int]:
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>recipe report: {_e(cfg.name)}</title>
-<style>{CSS}</style></head>
+<style>{CSS}{report_text.CSS if lm_card else ""}</style></head>
 <body><main>
 <h1>recipe report: {_e(cfg.name)}</h1>
 <p class="meta">config <code>{_e(cfg.path)}</code> · data <code>{_e(cfg.data.source or cfg.data.train)}</code> ·
 generated {_e(now)} · {_e(verdict)}</p>
 <nav class="pipeline">{"".join(steps)}</nav>
 {_final(ws, states["ensemble"][0])}
+{lm_card}
 {"".join(sections)}
 <p class="meta">Stages follow Karpathy's "A Recipe for Training Neural Networks"; check sources: recipe:N = step N
 of the recipe, 37:N = "37 Reasons why your Neural Network is not working", item N. Every number here comes from
