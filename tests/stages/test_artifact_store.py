@@ -162,6 +162,37 @@ def _candidates(runs: Path) -> dict[str, tuple[float, float]]:
     return {c["name"]: (c["val"], c["val_loss"]) for c in art["candidates"] if c["name"].startswith("trial ")}
 
 
+def test_a_copied_run_folder_without_checkpoints_loads_them_from_the_store(tmp_path):
+    """The default suite's cut of the two-machine test: a journal study in a shared folder, and B a copy of A's
+    run folder whose tune checkpoints are gone (as on a machine that trained none of them): B's tune rejoins the
+    study with no new trial, and B's ensemble loads both members from the store, with A's val numbers."""
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_dir.mkdir(), b_dir.mkdir()
+    journal = tmp_path / "shared-study" / "journal.log"
+    cfg_a = write_config(a_dir, SHARED, name="iris", storage=journal)
+    run_stages(cfg_a, a_dir / "runs", STAGES)
+    top_a = json.loads((a_dir / "runs" / "iris" / "tune" / "tune.json").read_text())["top"]
+    assert all(e["artifact"] for e in top_a)
+    cfg_b = write_config(b_dir, SHARED, name="iris", storage=journal)
+    shutil.copytree(a_dir / "runs" / "iris", b_dir / "runs" / "iris",     # B has not opened its test split
+                    ignore=shutil.ignore_patterns("ensemble", "test_looks.json", "test_results"))
+    for pt in [*(b_dir / "runs" / "iris" / "tune" / "study" / "checkpoints").glob("*.pt"),
+               *(b_dir / "runs" / "iris" / "tune" / "top").glob("*.pt")]:
+        pt.unlink()
+    before = [t.number for t in _study_trials(str(journal))]
+    r = invoke("tune", cfg_b, "--runs", b_dir / "runs", "--force", "-q")
+    assert r.exit_code == 0, r
+    assert [t.number for t in _study_trials(str(journal))] == before == [0, 1, 2]     # no new trial
+    assert all(e["checkpoint"] is None for e in json.loads((b_dir / "runs" / "iris" / "tune" / "tune.json")
+                                                           .read_text())["top"])
+    r = invoke("ensemble", cfg_b, "--runs", b_dir / "runs", "-q")
+    assert r.exit_code in (0, 1), r
+    prov = record(b_dir / "runs", "iris", "ensemble")["tune_members"]
+    assert prov["retrained_count"] == 0 and prov["loaded_count"] == 2
+    assert all(origin.startswith(f"artifact store {tmp_path / 'shared'} (id ") for origin in prov["loaded"].values())
+    assert _candidates(b_dir / "runs") == _candidates(a_dir / "runs")
+
+
 @pytest.mark.slow
 def test_second_directory_loads_the_first_ones_trials_from_the_shared_folder(tmp_path, postgres):  # noqa: F811
     a_dir, b_dir, shared = tmp_path / "a", tmp_path / "b", tmp_path / "shared"
