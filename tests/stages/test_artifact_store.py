@@ -133,6 +133,25 @@ def test_publish_records_the_id_and_digest_and_a_download_matches(tmp_path):
         assert found.path is None and "is missing" in found.reason
 
 
+def test_a_failed_upload_names_the_key_and_the_folder(tmp_path):
+    import errno
+
+    from recipe.errors import RecipeError
+    from recipe.stages.tune import artifacts as A
+
+    _, trial, _, path = _trial_with_checkpoint(tmp_path)
+    store = A.open_store(tmp_path / "shared")
+
+    def full(artifact_id, body):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    store.write = full
+    with pytest.raises(RecipeError, match=r"^tune.artifacts: cannot upload trial 0's checkpoint to .*shared "
+                                          r"\(No space left on device\)$"):
+        A.publish(trial, path, store)
+    assert A.ATTR not in trial.user_attrs          # no pointer to an artifact that was never written
+
+
 def test_a_local_copy_comes_first(tmp_path):
     from recipe.stages.tune import artifacts as A
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from recipe.errors import ConfigError
+from recipe.errors import ConfigError, RecipeError
 from recipe.workspace import file_digest
 
 ATTR = "artifact"      # trial user attr: {"id", "digest", "bytes", "file"} of its checkpoint in the store
@@ -50,7 +50,11 @@ def publish(trial, path: Path, store) -> dict:
     from optuna.artifacts import upload_artifact
 
     digest, size = file_digest(path), path.stat().st_size
-    artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+    try:
+        artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+    except OSError as e:    # a full or unmounted share: said with the key, not a traceback from inside Optuna
+        raise RecipeError(f"tune.artifacts: cannot upload trial {trial.number}'s checkpoint to "
+                          f"{getattr(store, '_base_path', store)} ({e.strerror or e})") from None
     ref = {"id": artifact_id, "digest": digest, "bytes": size, "file": path.name}
     trial.set_user_attr(ATTR, ref)
     return ref
