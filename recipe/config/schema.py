@@ -242,6 +242,23 @@ class TuneConfig(Section):
     batch: Optional[int] = Field(None, ge=1, description="Trials trained as one stacked model (1: off; unset: "
                                  "chosen from the model size and the device).")
     space: dict[str, SpaceParam] = Field(default_factory=dict, description="key.path -> range or choices.")
+    artifacts: Optional[str] = Field(None, description="Shared folder (every machine of the study reaches it) "
+                                     "where trials' checkpoints go through Optuna's artifact store; relative to "
+                                     "the config file. Default: the local run folder.")
+
+    @field_validator("artifacts")
+    @classmethod
+    def _artifact_folder(cls, v):
+        # a folder on a shared filesystem; an object store URL would be Optuna's Boto3ArtifactStore, not built yet
+        if v is None:
+            return v
+        if not v.strip():
+            raise ValueError("must name a folder every machine of the study can reach (got an empty path)")
+        scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", v)
+        if scheme:
+            raise ValueError(f"must be a shared filesystem folder, not a {scheme.group(1)}:// URL (object storage "
+                             f"through Optuna's Boto3ArtifactStore is not supported yet; got '{v}')")
+        return v
 
     @field_validator("space")
     @classmethod

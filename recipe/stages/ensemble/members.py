@@ -46,6 +46,7 @@ def gather_members(cfg, ctx, ds) -> list[Member]:
     """Top-k tuned trials, regularize's model, seed re-trains and the long run of the best configuration."""
     from recipe.engine import train as E
     from recipe.models import create
+    from recipe.stages.tune.artifacts import member_checkpoint
 
     tune_art = ctx.upstream_json("tune", "tune.json")
     chosen = ctx.upstream_json("regularize", "chosen.json")
@@ -53,15 +54,18 @@ def gather_members(cfg, ctx, ds) -> list[Member]:
     members: list[Member] = []
     for entry in tune_art["top"][: cfg.ensemble.top_k]:
         overrides = entry["overrides"]
-        rel = entry.get("checkpoint")
-        if rel and ctx.upstream_path("tune", rel).exists():
-            model = _load_member(cfg, ds, overrides, ctx.upstream_path("tune", rel), ctx.device)
-            members.append(Member(f"trial {entry['trial']}", "tune", overrides, cfg.seed, model, f"tune/{rel}"))
-        else:   # trained on another machine (shared storage): retrain from its overrides and seed
-            mcfg = cfg.with_overrides(overrides)
-            model = create(mcfg, ds, cfg.seed).to(ctx.device)
-            r = E.fit_from_config(model, tr, va, mcfg, ds, metrics_path=_curve(ctx, f"trial_{entry['trial']}"))
-            members.append(Member(f"trial {entry['trial']}", "retrained", overrides, cfg.seed, model, health=r.health))
+        with member_checkpoint(cfg, ctx, entry) as found:    # tune/top/, else the artifact store (tune.artifacts)
+            if found.path is not None:
+                model = _load_member(cfg, ds, overrides, found.path, ctx.device)
+                members.append(Member(f"trial {entry['trial']}", "tune", overrides, cfg.seed, model, found.origin))
+                continue
+        # truly missing (or failing its digest): retrain from its overrides and seed, and say so
+        ctx.log(f"ensemble: trial {entry['trial']} retrained: {found.reason}")
+        mcfg = cfg.with_overrides(overrides)
+        model = create(mcfg, ds, cfg.seed).to(ctx.device)
+        r = E.fit_from_config(model, tr, va, mcfg, ds, metrics_path=_curve(ctx, f"trial_{entry['trial']}"))
+        members.append(Member(f"trial {entry['trial']}", "retrained", overrides, cfg.seed, model,
+                              info={"retrained_because": found.reason}, health=r.health))
     members.append(Member(f"regularize ({chosen.get('variant', 'chosen')})", "regularize", chosen["overrides"],
                           (chosen.get("seeds") or [cfg.seed])[0],   # chosen.pt holds the first seed's model
                           _load_member(cfg, ds, chosen["overrides"], ctx.upstream_path("regularize",

@@ -29,6 +29,7 @@ before = T.check_before_stage   # the runner calls this before loading data: the
 
 def run(cfg, ctx) -> StageResult:
     from recipe.engine import train as E
+    from recipe.stages.tune.artifacts import provenance
 
     ds = ctx.data()
     va = ctx.tensors("val")
@@ -92,7 +93,8 @@ def run(cfg, ctx) -> StageResult:
             return StageResult(checks, metrics={"val": ens_val["score"], "best_single_val": best.val, "final": final,
                                                 "final_reason": why, "test_opened": False},
                                summary=summary, extra={"test_looks": looks, "second_look": False,
-                                                       "health": _health(gathered, student_info)})
+                                                       "health": _health(gathered, student_info),
+                                                       "tune_members": provenance(gathered)})
         # ---- the one look at the test split: every choice above was made on val. A new look is on disk
         # (fsynced) before the rows are handed out; a rerun that rebuilt the same models reuses the recorded one
         look = L.take(cfg, ctx, ds, final, used, best, student)
@@ -160,7 +162,8 @@ def run(cfg, ctx) -> StageResult:
     if student_info:
         metrics["student"] = {"val": student_info["val"], "test": student_info["test"],
                               "temperature": student_info["temperature"]}
-    extra = {"test_looks": looks, "second_look": looks_before > 0, "health": _health(gathered, student_info)}
+    extra = {"test_looks": looks, "second_look": looks_before > 0, "health": _health(gathered, student_info),
+             "tune_members": provenance(gathered)}    # which tuned trials were loaded, which retrained and why
     if look.reused:
         extra["test_reused"] = look.reused
     return StageResult(checks, metrics=metrics, summary=summary, extra=extra)

@@ -17,7 +17,11 @@ class Objective:
     def __init__(self, cfg, ds, device, plan: Plan):
         from recipe.engine import train as E
 
+        from recipe.stages.tune.artifacts import folder_of, open_store
+
         self.cfg, self.ds, self.device, self.plan = cfg, ds, device, plan
+        folder = folder_of(cfg)     # tune.artifacts: checkpoints also go where every machine of the study looks
+        self.store = open_store(folder) if folder is not None else None
         self.tr = E.to_tensors(ds, ds.train, device)
         self.va = E.to_tensors(ds, ds.val, device)
 
@@ -81,8 +85,12 @@ class Objective:
             trial.set_user_attr("failure", r.stopped if r.stopped != "completed" else "non-finite val score")
             return math.nan
         if can_reach_top(trial.study, trial.number, value, self.cfg.ensemble.top_k):
-            E.save_checkpoint(Path(self.plan.checkpoints) / f"{trial.study.study_name}-{trial.number}.pt", model,
-                              {"overrides": overrides, "val": value, "trial": trial.number})
+            path = Path(self.plan.checkpoints) / f"{trial.study.study_name}-{trial.number}.pt"
+            E.save_checkpoint(path, model, {"overrides": overrides, "val": value, "trial": trial.number})
+            if self.store is not None:
+                from recipe.stages.tune.artifacts import publish
+
+                publish(trial, path, self.store)
         return value
 
 
@@ -91,7 +99,7 @@ def can_reach_top(study, number: int, value: float, k: int) -> bool:
     summarize ranks them: value, then trial number). When k trials that completed already rank above it, it never
     can: the top k only gets better. Its checkpoint is then not written (an atomic write with fsync, 14 ms a trial
     on digits under cProfile;
-    a missing one is retrained by ensemble, as a trial from another machine is)."""
+    a missing one is retrained by ensemble, as a trial from another machine is unless tune.artifacts shares it)."""
     from optuna.trial import TrialState
     from optuna.study import StudyDirection
 

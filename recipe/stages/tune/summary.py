@@ -87,8 +87,9 @@ def _top(cfg, ctx, study, complete, checkpoints: Path) -> list[dict]:
         src = checkpoints / f"{study.study_name}-{t.number}.pt"
         rel = f"top/{rank}.pt"
         entry = {"rank": rank, "trial": t.number, "val": t.value, "overrides": t.user_attrs.get("overrides"),
-                 "params": {key: _decode(v) for key, v in t.params.items()}, "checkpoint": None}
-        if src.exists():     # trained on this machine; trials from other machines are retrained by ensemble
+                 "params": {key: _decode(v) for key, v in t.params.items()}, "checkpoint": None,
+                 "artifact": t.user_attrs.get("artifact")}   # tune.artifacts: where any machine finds it
+        if src.exists():     # trained on this machine; ensemble finds the others' in the artifact store
             shutil.copyfile(src, ctx.artifacts.path(rel))
             ctx.artifacts.add(rel)
             entry["checkpoint"] = rel
