@@ -176,6 +176,26 @@ def test_score_ngrams_pairs_the_network_and_the_ngram_model_by_document():
     assert res["gain"]["lower_bound_95"] > 0 and res["gain"]["n_documents"] == 2
 
 
+def test_a_context_blind_model_fails_beats_ngram_on_order_dependent_text():
+    """Planted: a "network" that predicts every letter uniformly (it never reads its context) against n-gram
+    models of documents that repeat a 4-letter word: ensemble.beats-ngram fails and says the n-gram is better."""
+    from recipe import tasks
+    from recipe.stages.ensemble.ngram_test import check_beats_ngram, fit_ngrams, network_doc_sums, score_ngrams
+
+    rng = np.random.default_rng(1)
+    docs = [np.tile(rng.permutation(6)[:4], 10) for _ in range(12)]         # 40 tokens each, 6 symbols
+    fitted = fit_ngrams(docs[:8], docs[8:10], 6)
+    test = docs[10:]
+    y = torch.from_numpy(np.concatenate(test)[1:79].reshape(6, 13))        # 6 windows' targets, 3 per document
+    rows = np.array([0, 0, 0, 1, 1, 1])
+    blind = torch.zeros(6, 13, 6)                                            # uniform logits: ln 6 per token
+    net = network_doc_sums(tasks.get("language-model"), blind, y, rows, 2)
+    res = score_ngrams(fitted, test, net, 0)
+    assert res["network_test_loss"] == pytest.approx(math.log(6), abs=1e-5)
+    c = check_beats_ngram(res, "ensemble")
+    assert c.status == "fail" and res["gain"]["mean"] < 0 and "as well or better" in c.title
+
+
 def test_val_choices_rank_language_models_by_lowest_loss():
     from recipe.stages import ensemble as S
     from recipe.stages.ensemble.stats import _score
