@@ -273,3 +273,35 @@ def test_text_classification_tunes_the_higher_way_and_tests_over_documents(tmp_p
     assert "ensemble.beats-ngram" not in {c["id"] for c in rec["checks"]}
     ens = json.loads((runs / "tcl" / "ensemble" / "ensemble.json").read_text())
     assert ens["best_member"] == max(ens["candidates"], key=lambda c: (c["val"], -c["val_loss"]))["name"]
+
+
+def test_a_language_model_worse_than_the_ngram_on_val_keeps_the_test_split_sealed(tmp_path):
+    """Real text (the smallest language-reference topics) and a GPT trained for one epoch: KN 5-gram is far
+    better on val, so ensemble.beats-ngram fails there, the test split is not opened and no look is spent."""
+    from tests.text import corpus
+
+    topics = corpus.clean_topics()
+    small = sorted(topics, key=lambda k: len(topics[k]))[:24]
+    source = corpus.write_folder(tmp_path / "topics", {k: topics[k] for k in small})
+    cfg = text_config(tmp_path, epochs=1)
+    cfg.write_text(cfg.read_text().replace(str(tmp_path / "docs"), str(source)) + GAIN_CAP)
+    runs = tmp_path / "runs"
+    write_chosen(cfg, runs, model=True)
+    write_tune(cfg, runs)
+    r = invoke("ensemble", cfg, "--runs", runs, "--force", "-q")
+    assert r.exit_code == 1
+    rec = record(runs, "tt", "ensemble")
+    beats = check(rec, "ensemble.beats-ngram")
+    ev = beats["evidence"]
+    assert beats["status"] == "fail" and ev["decided_on"] == "val" and "test stays sealed" in beats["title"]
+    assert ev["final_val_loss"] > ev["ngram_val"][ev["best_ngram"]] + 0.5 and ev["best_ngram"] == "kn5gram"
+    assert check(rec, "ensemble.test")["status"] == "skip" and rec["metrics"]["test_opened"] is False
+    assert not (runs / "tt" / "test_looks.json").exists()
+    # capped (as a user who ships anyway would), the look is taken and test's verdict replaces val's
+    cfg.write_text(cfg.read_text() + '  ensemble.beats-ngram: {severity: warn, reason: "ship it anyway"}\n')
+    assert invoke("ensemble", cfg, "--runs", runs, "--force", "-q").exit_code == 0
+    rec = record(runs, "tt", "ensemble")
+    beats = [c for c in rec["checks"] if c["id"] == "ensemble.beats-ngram"]
+    assert len(beats) == 1 and beats[0]["status"] == "warn" and beats[0]["evidence"]["overridden"]["from"] == "fail"
+    assert beats[0]["evidence"]["gain"]["mean"] < 0 and "decided_on" not in beats[0]["evidence"]
+    assert len(json.loads((runs / "tt" / "test_looks.json").read_text())) == 1
