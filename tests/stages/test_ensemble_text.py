@@ -305,3 +305,18 @@ def test_a_language_model_worse_than_the_ngram_on_val_keeps_the_test_split_seale
     assert len(beats) == 1 and beats[0]["status"] == "warn" and beats[0]["evidence"]["overridden"]["from"] == "fail"
     assert beats[0]["evidence"]["gain"]["mean"] < 0 and "decided_on" not in beats[0]["evidence"]
     assert len(json.loads((runs / "tt" / "test_looks.json").read_text())) == 1
+
+
+def test_the_test_check_reads_a_val_loss_below_the_test_interval_as_val_overfit():
+    from recipe import tasks
+    from recipe.stages.ensemble.sealed_test import check_test
+
+    result = {"score": 1.3, "ci95": [1.2, 1.4], "metric": "loss (nats/token)", "rows": 40, "others": {},
+              "perplexity": math.exp(1.3), "perplexity_ci95": [math.exp(1.2), math.exp(1.4)],
+              "bootstrap": {"resampled": "documents", "n_documents": 6}}
+    lm = tasks.get("language-model")
+    flattering = check_test(result, 1.0, "ensemble", 0, None, None, lm)      # val loss far below test's interval
+    assert flattering.status == "warn" and "worse than val 1.0000: val was overfit by selection" in flattering.title
+    assert check_test(result, 1.3, "ensemble", 0, None, None, lm).status == "pass"
+    assert check_test(result, 1.6, "ensemble", 0, None, None, lm).status == "pass"  # test better than val
+    assert "over 6 test documents), perplexity 3.669" in flattering.title
