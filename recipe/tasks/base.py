@@ -32,19 +32,6 @@ class Task:
     memorize_loss_key: ClassVar[str] = "max_loss"       # overfit.memorize's threshold key for the final loss
     memorize_min_score: ClassVar[Optional[float]] = None  # overfit.memorize also needs this score (None: loss only)
 
-    # ------------------------------------------------------------------ the score's direction
-
-    def signed(self, score: float) -> float:
-        """The score oriented so that higher is better: the score itself, or minus a lower-is-better score (a
-        language model's val loss). What rankings, "best so far" and "beats X by more than noise" compare, so
-        that no stage branches on the task to know which way is better."""
-        return score if self.higher_is_better else -score
-
-    @property
-    def direction(self) -> str:
-        """Optuna's study direction for this score: "maximize", or "minimize" for a lower-is-better score."""
-        return "maximize" if self.higher_is_better else "minimize"
-
     # ------------------------------------------------------------------ outputs and losses
 
     def num_outputs(self, num_classes: int) -> int:
@@ -90,6 +77,19 @@ class Task:
         score on those rows: what a bootstrap over rows, or over documents (groups of rows), resamples. None when
         the score is no such ratio (R² divides by the resample's own variance)."""
         return None
+
+    # ------------------------------------------------------------------ rankings: which way is better
+
+    def signed(self, score: float) -> float:
+        """The score oriented so that higher is better: the score itself, or minus a lower-is-better score (a
+        language model's val loss). What rankings, "best so far" and "beats X by more than noise" compare, so
+        that no stage branches on the task to know which way is better."""
+        return score if self.higher_is_better else -score
+
+    @property
+    def direction(self) -> str:
+        """Optuna's study direction for this score: "maximize", or "minimize" for a lower-is-better score."""
+        return "maximize" if self.higher_is_better else "minimize"
 
     # ------------------------------------------------------------------ predictions
 

@@ -30,10 +30,10 @@ class LanguageModel(Task):
     metric_label = "val loss (nats/token)"
     loss_label = "cross-entropy (nats/token)"
     loss_unit = "nats per token"
+    distribution = True               # next-token logits: a student distils the ensemble's soft next tokens
     higher_is_better = False          # the score is the loss itself
     stratify = False
     has_classes = False               # tokens have unigram priors, but no per-class scores or confusion
-    distribution = True               # next-token logits: a student distils the ensemble's soft next tokens
 
     def num_outputs(self, num_classes: int) -> int:
         return num_classes            # the vocabulary size: one logit per token

@@ -176,6 +176,26 @@ def test_score_ngrams_pairs_the_network_and_the_ngram_model_by_document():
     assert res["gain"]["lower_bound_95"] > 0 and res["gain"]["n_documents"] == 2
 
 
+def test_a_context_blind_model_fails_beats_ngram_on_order_dependent_text():
+    """Planted: a "network" that predicts every letter uniformly (it never reads its context) against n-gram
+    models of documents that repeat a 4-letter word: ensemble.beats-ngram fails and says the n-gram is better."""
+    from recipe import tasks
+    from recipe.stages.ensemble.ngram_test import check_beats_ngram, fit_ngrams, network_doc_sums, score_ngrams
+
+    rng = np.random.default_rng(1)
+    docs = [np.tile(rng.permutation(6)[:4], 10) for _ in range(12)]         # 40 tokens each, 6 symbols
+    fitted = fit_ngrams(docs[:8], docs[8:10], 6)
+    test = docs[10:]
+    y = torch.from_numpy(np.concatenate(test)[1:79].reshape(6, 13))        # 6 windows' targets, 3 per document
+    rows = np.array([0, 0, 0, 1, 1, 1])
+    blind = torch.zeros(6, 13, 6)                                            # uniform logits: ln 6 per token
+    net = network_doc_sums(tasks.get("language-model"), blind, y, rows, 2)
+    res = score_ngrams(fitted, test, net, 0)
+    assert res["network_test_loss"] == pytest.approx(math.log(6), abs=1e-5)
+    c = check_beats_ngram(res, "ensemble")
+    assert c.status == "fail" and res["gain"]["mean"] < 0 and "as well or better" in c.title
+
+
 def test_val_choices_rank_language_models_by_lowest_loss():
     from recipe.stages import ensemble as S
     from recipe.stages.ensemble.stats import _score
@@ -253,3 +273,50 @@ def test_text_classification_tunes_the_higher_way_and_tests_over_documents(tmp_p
     assert "ensemble.beats-ngram" not in {c["id"] for c in rec["checks"]}
     ens = json.loads((runs / "tcl" / "ensemble" / "ensemble.json").read_text())
     assert ens["best_member"] == max(ens["candidates"], key=lambda c: (c["val"], -c["val_loss"]))["name"]
+
+
+def test_a_language_model_worse_than_the_ngram_on_val_keeps_the_test_split_sealed(tmp_path):
+    """Real text (the smallest language-reference topics) and a GPT trained for one epoch: KN 5-gram is far
+    better on val, so ensemble.beats-ngram fails there, the test split is not opened and no look is spent."""
+    from tests.text import corpus
+
+    topics = corpus.clean_topics()
+    small = sorted(topics, key=lambda k: len(topics[k]))[:24]
+    source = corpus.write_folder(tmp_path / "topics", {k: topics[k] for k in small})
+    cfg = text_config(tmp_path, epochs=1)
+    cfg.write_text(cfg.read_text().replace(str(tmp_path / "docs"), str(source)) + GAIN_CAP)
+    runs = tmp_path / "runs"
+    write_chosen(cfg, runs, model=True)
+    write_tune(cfg, runs)
+    r = invoke("ensemble", cfg, "--runs", runs, "--force", "-q")
+    assert r.exit_code == 1
+    rec = record(runs, "tt", "ensemble")
+    beats = check(rec, "ensemble.beats-ngram")
+    ev = beats["evidence"]
+    assert beats["status"] == "fail" and ev["decided_on"] == "val" and "test stays sealed" in beats["title"]
+    assert ev["final_val_loss"] > ev["ngram_val"][ev["best_ngram"]] + 0.5 and ev["best_ngram"] == "kn5gram"
+    assert check(rec, "ensemble.test")["status"] == "skip" and rec["metrics"]["test_opened"] is False
+    assert not (runs / "tt" / "test_looks.json").exists()
+    # capped (as a user who ships anyway would), the look is taken and test's verdict replaces val's
+    cfg.write_text(cfg.read_text() + '  ensemble.beats-ngram: {severity: warn, reason: "ship it anyway"}\n')
+    assert invoke("ensemble", cfg, "--runs", runs, "--force", "-q").exit_code == 0
+    rec = record(runs, "tt", "ensemble")
+    beats = [c for c in rec["checks"] if c["id"] == "ensemble.beats-ngram"]
+    assert len(beats) == 1 and beats[0]["status"] == "warn" and beats[0]["evidence"]["overridden"]["from"] == "fail"
+    assert beats[0]["evidence"]["gain"]["mean"] < 0 and "decided_on" not in beats[0]["evidence"]
+    assert len(json.loads((runs / "tt" / "test_looks.json").read_text())) == 1
+
+
+def test_the_test_check_reads_a_val_loss_below_the_test_interval_as_val_overfit():
+    from recipe import tasks
+    from recipe.stages.ensemble.sealed_test import check_test
+
+    result = {"score": 1.3, "ci95": [1.2, 1.4], "metric": "loss (nats/token)", "rows": 40, "others": {},
+              "perplexity": math.exp(1.3), "perplexity_ci95": [math.exp(1.2), math.exp(1.4)],
+              "bootstrap": {"resampled": "documents", "n_documents": 6}}
+    lm = tasks.get("language-model")
+    flattering = check_test(result, 1.0, "ensemble", 0, None, None, lm)      # val loss far below test's interval
+    assert flattering.status == "warn" and "worse than val 1.0000: val was overfit by selection" in flattering.title
+    assert check_test(result, 1.3, "ensemble", 0, None, None, lm).status == "pass"
+    assert check_test(result, 1.6, "ensemble", 0, None, None, lm).status == "pass"  # test better than val
+    assert "over 6 test documents), perplexity 3.669" in flattering.title

@@ -49,9 +49,10 @@ class Look:
     reused: Optional[dict] = None   # {"look", "at"} when the recorded result was reported again
 
 
-def take(cfg, ctx, ds, final: str, used, best, student) -> Look:
+def take(cfg, ctx, ds, final: str, used, best, student, ngrams: Optional[dict] = None) -> Look:
     """The test numbers of the final model (and of the alternatives, for the record): reused when a scored look
-    evaluated exactly these models, else one new look, on disk before the rows are handed out."""
+    evaluated exactly these models, else one new look, on disk before the rows are handed out. `ngrams`: a
+    language model's n-gram models (ngram_test.fit_ngrams), scored on the test documents inside the look."""
     from recipe.engine import train as E
     from recipe.stages.ensemble.selection import combine
 
@@ -73,14 +74,8 @@ def take(cfg, ctx, ds, final: str, used, best, student) -> Look:
                          f"pass --force for a new look (it is recorded in {T.ledger_path(ctx)})"])
     task, precision = ds.task, cfg.train.precision
     # text: the interval resamples test documents (a language model's windows grouped by their document; a
-    # text-classification row is one); a language model (token streams) is also scored against the n-gram
-    # models, fitted on train and ranked on val here, scored on test only inside this look
+    # text-classification row is one)
     tokens = ds.inputs == "tokens"
-    fitted = None
-    if tokens and getattr(ds, "streams", None):
-        from recipe.stages.ensemble.ngram_test import fit_ngrams
-
-        fitted = fit_ngrams(ds.doc_tokens["train"], ds.doc_tokens["val"], ds.vocab_size)
     test, index, before = T.open_test(ctx, ds)
     tx = torch.from_numpy(np.ascontiguousarray(ds.normalize(test.x))).to(ctx.device)
     ty = torch.from_numpy(np.ascontiguousarray(ds.target(test.y))).to(ctx.device)
@@ -97,7 +92,7 @@ def take(cfg, ctx, ds, final: str, used, best, student) -> Look:
     if student_out is not None and final != "student":
         others["student"] = student_out
     final_out = {"ensemble": ens_out, "best_single": probs(single_out), "student": student_out}[final]
-    ngram = (fitted, ds.doc_tokens["test"]) if fitted is not None else None
+    ngram = (ngrams, ds.doc_tokens["test"]) if ngrams is not None else None     # read after the look is recorded
     return Look(T.evaluate_test(cfg, ctx, ds, final_out, ty, others, test.rows if tokens else None, ngram), index,
                 before, key)
 

@@ -1,8 +1,9 @@
 """A language model's sealed test against the count-based n-gram models it must beat (ensemble.beats-ngram).
 
-The best n-gram order is chosen on val (as baseline.dumb ranks them); every order is scored on the test
-documents only inside the one look, so its test number is part of the look's recorded result and ledger entry
-like every other test number. The comparison is paired by test document: a bootstrap resamples documents (each
+The best n-gram order is chosen on val (as baseline.dumb ranks them); a final model not below it on val fails
+there and the test split stays sealed (check_on_val); otherwise every order is scored on the test documents
+only inside the one look, so its test number is part of the look's recorded result and ledger entry like
+every other test number. The comparison is paired by test document: a bootstrap resamples documents (each
 with all its tokens) and recomputes both models' loss per token on the same resample.
 
 The two losses cover the same text with one small difference: the network scores its windows' targets (a
@@ -12,7 +13,7 @@ document boundary, recipe/baselines/ngram.py). Each is its own model's loss in n
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -83,6 +84,23 @@ def score_ngrams(fitted: dict, test_docs: Sequence[np.ndarray], net: tuple[np.nd
             "gain": {"mean": round(gain, 5), "ci95": [round(float(lo), 5), round(float(hi), 5)],
                      "lower_bound_95": round(float(np.percentile(draws, 5)), 5), "unit": "nats per token",
                      "resampled": "test documents", "n_documents": int(len(b_num))}}
+
+
+def check_on_val(fitted: dict, final_val: float, final: str) -> Optional[C.Check]:
+    """ensemble.beats-ngram decided on val, before the look: a final model whose val loss is not below the best
+    n-gram model's would fail on test whatever test says (val chose it, so val flatters it), so the check fails
+    here and the test split stays sealed. None when it is below: test decides."""
+    best = min(fitted, key=lambda k: fitted[k][1])
+    val = fitted[best][1]
+    if final_val < val:
+        return None
+    who = final.replace("_", " ")
+    return C.make("ensemble.beats-ngram", "fail", f"on val the {who}'s loss {final_val:.4f} is not below the best "
+                  f"n-gram model's ({best}) {val:.4f} nats/token: it cannot beat it on test, so test stays sealed",
+                  {"final_model": final, "final_val_loss": round(final_val, 5), "best_ngram": best,
+                   "ngram_val": {k: round(v, 5) for k, (_, v) in fitted.items()}, "decided_on": "val"},
+                  "The network has not learned more than n-gram statistics: train longer or larger (overfit "
+                  "first), check regularize's ladder, or give it more text.")
 
 
 def check_beats_ngram(ngram: dict[str, Any], final: str) -> C.Check:
