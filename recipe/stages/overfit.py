@@ -32,7 +32,11 @@ def optimizer_settings(cfg) -> dict[str, Any]:
 
 
 def _unit(ds) -> str:
-    return f"windows of {ds.block_size} tokens" if ds.inputs == "tokens" else "samples"
+    if ds.inputs != "tokens":
+        return "samples"
+    # text classification pads each document to block_size; a language model cuts the stream into windows
+    return (f"documents of up to {ds.block_size} tokens" if ds.pad_id is not None else
+            f"windows of {ds.block_size} tokens")
 
 
 def _memorize(cfg, ds, tr, idx, lr: float, batch: int, device, metrics_path=None) -> tuple[E.RunResult, dict]:

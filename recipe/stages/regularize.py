@@ -299,9 +299,12 @@ def _run(cfg, ctx) -> StageResult:
           "verified_seeds": chosen.seeds, "verified": choice is not ref,
           "did_not_replicate": {r.name: f"{r.val_mean:.4f} ± {noise(r, ref):.4f}" for r in rejected},
           "runs": runs_done, "reused_runs": trainer.reused, "jobs": jobs,
-          "deltas": {v.name: f"{v.val_mean - ref.val_mean:+.4f} ± {noise(v, ref):.4f}" for v in variants[1:]}}
+          "deltas": {v.name: f"{v.val_mean - ref.val_mean:+.4f} ± {noise(v, ref):.4f}" for v in variants[1:]},
+          "higher_is_better": task.higher_is_better}     # the deltas' sign: a language model's loss falls
     if skipped:
         ev["skipped"] = skipped
+    if unavailable:     # said even when a high-bias verdict left these rungs out anyway
+        ev["not_applicable"] = unavailable
     if "learning_curve" in diagnostics:
         ev["more_data_helps"] = diagnostics["learning_curve"]["more_data_helps"]
     failed = "; ".join(f"{r.name} did not replicate on fresh seeds (val {r.val_mean:.4f} vs reference "
