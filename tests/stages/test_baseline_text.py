@@ -113,3 +113,13 @@ def test_a_classifier_that_averages_its_padding_fails_baseline_padding(tmp_path)
     pad = {c["id"]: c for c in rec["checks"]}["baseline.padding"]
     assert pad["status"] == "fail" and pad["evidence"]["max_grad_at_pad"] > 0
     assert pad["title"].startswith("pad positions change the output: document ")
+
+
+def test_a_gpt_that_never_adds_its_positions_fails_grad_flow_naming_them(tmp_path, topics):
+    cfg = _lm_config(tmp_path, corpus.write_folder(tmp_path / "topics", topics),
+                     kind="tests.bugs.sequence.factories:no_positions")
+    assert invoke("inspect", cfg, "--runs", tmp_path / "runs", "-q").exit_code == 0
+    r, rec = _run(cfg, tmp_path, "baseline")
+    assert r.exit_code == 1
+    flow = {c["id"]: c for c in rec["checks"]}["baseline.grad-flow"]
+    assert flow["status"] == "fail" and "wpe.weight" in flow["title"]
