@@ -195,6 +195,33 @@ class NGram:
                 "tokens": int(len(rows))}
 
 
+def stream_token_losses(model: NGram, docs: Iterable[np.ndarray]) -> np.ndarray:
+    """-ln p of every token of a split's stream (its documents end to end, as data/text/windows.stream joins
+    them), each predicted from the tokens before it in its own document: a document's first token from begin
+    symbols alone. Position 0 of the stream is no one's target (nan)."""
+    docs = _documents(docs, model.vocab_size, "val")
+    parts = []
+    for d in docs:
+        if not len(d):          # an empty document adds nothing to the stream
+            continue
+        padded = np.concatenate([np.full(model.order - 1, model.bos, np.int64), d])
+        rows = np.lib.stride_tricks.sliding_window_view(padded, model.order)     # (L, order): row j predicts d[j]
+        parts.append(-model.log_probs(rows))
+    out = np.concatenate(parts) if parts else np.zeros(0)
+    if len(out):
+        out[0] = np.nan
+    return out
+
+
+def window_losses(model: NGram, docs: Iterable[np.ndarray], block: int) -> np.ndarray:
+    """(N,) the model's mean loss (nats) on each language-model window's targets: window i holds targets
+    stream[i*T+1 : (i+1)*T+1] (data/text/windows.lm_windows), so this scores exactly what a network is scored on
+    over the same windows, for a paired comparison."""
+    tok = stream_token_losses(model, docs)
+    n = (len(tok) - 1) // block
+    return tok[1:n * block + 1].reshape(n, block).mean(1)
+
+
 NAMES = {1: "unigram", 2: "bigram"}
 
 

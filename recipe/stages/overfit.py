@@ -10,6 +10,7 @@ from recipe import checks as C
 from recipe import tasks
 from recipe.engine import train as E
 from recipe.engine.lr_find import lr_range_test
+from recipe.engine.schedule import from_config as schedule_from_config
 from recipe.models import count_parameters, create
 from recipe.stage import StageResult
 
@@ -18,14 +19,34 @@ from recipe.stage import StageResult
 UNREGULARIZED = {"model.dropout": 0.0, "train.weight_decay": 0.0, "train.early_stopping": None, "data.augment": []}
 
 
+def engine_classes(ds) -> int:
+    """The `num_classes` the engine's task methods read: the class count, or for token inputs the model's output
+    width (a language model's vocabulary: one next-token class per id)."""
+    return ds.num_outputs if ds.inputs == "tokens" else ds.num_classes
+
+
+def optimizer_settings(cfg) -> dict[str, Any]:
+    """The config's gradient clipping and lr schedule (None and constant for tables unless set): a GPT's warmup
+    and cosine decay are part of how it fits, so overfit-batch trains with them as every later stage does."""
+    return {"grad_clip": cfg.train.grad_clip, "schedule": schedule_from_config(cfg.train)}
+
+
+def _unit(ds) -> str:
+    if ds.inputs != "tokens":
+        return "samples"
+    # text classification pads each document to block_size; a language model cuts the stream into windows
+    return (f"documents of up to {ds.block_size} tokens" if ds.pad_id is not None else
+            f"windows of {ds.block_size} tokens")
+
+
 def _memorize(cfg, ds, tr, idx, lr: float, batch: int, device, metrics_path=None) -> tuple[E.RunResult, dict]:
     model = create(cfg, ds, cfg.seed).to(device)
     sub = tr.subset(idx)
     steps_per_epoch = math.ceil(len(sub) / batch)
     epochs = max(1, cfg.overfit.steps // steps_per_epoch)
-    r = E.fit(model, sub, None, task=ds.task, num_classes=ds.num_classes, optimizer=cfg.train.optimizer, lr=lr,
+    r = E.fit(model, sub, None, task=ds.task, num_classes=engine_classes(ds), optimizer=cfg.train.optimizer, lr=lr,
               batch_size=batch, epochs=epochs, seed=cfg.seed, precision=cfg.train.precision, monitor_every=25,
-              health_thresholds=cfg.checks, metrics_path=metrics_path)
+              health_thresholds=cfg.checks, metrics_path=metrics_path, **optimizer_settings(cfg))
     return r, r.final_train
 
 
@@ -41,10 +62,10 @@ def check_memorize(cfg, ds, tr, device, th, lr_suggestion: float,
     task = tasks.get(ds.task)
     limit, min_score = th[task.memorize_loss_key], task.memorize_min_score
     criterion = (f"loss <= {limit}" + (f" and {min_score:.0%} {task.metric_label}" if min_score is not None else "")
-                 + f" on {n} samples within {cfg.overfit.steps} steps")
+                 + f" on {n} {_unit(ds)} within {cfg.overfit.steps} steps")
 
     def ok(final):
-        return final and final["loss"] <= limit and (min_score is None or final["score"] >= min_score)
+        return final and final["loss"] <= limit and (min_score is None or task.gain(final["score"], min_score) >= 0)
 
     r, final = _memorize(cfg, ds, tr, idx, cfg.train.lr, n, device, curve_path("memorize"))
     curve = [h["train_loss"] for h in r.history]
@@ -52,7 +73,8 @@ def check_memorize(cfg, ds, tr, device, th, lr_suggestion: float,
                           "final_loss": round(final.get("loss", float("nan")), 6) if final else None,
                           f"final_{task.metric}": round(final.get("score", float("nan")), 4) if final else None}
     if ok(final):
-        return C.make("overfit.memorize", "pass", f"memorized {n} samples: loss {final['loss']:.2g} after {r.steps} steps",
+        return C.make("overfit.memorize", "pass", f"memorized {n} {_unit(ds)}: loss {final['loss']:.2g} after "
+                      f"{r.steps} steps",
                       ev), curve, ev
     # diagnosis: which monitor fired first, then a retry with the range-test LR and a smaller batch
     fired = [c for c in r.health if c.status in ("warn", "fail")]
@@ -65,13 +87,35 @@ def check_memorize(cfg, ds, tr, device, th, lr_suggestion: float,
                    "final_loss": round(rfinal.get("loss", float("nan")), 6) if rfinal else None,
                    "passed": bool(ok(rfinal))}
     if ok(rfinal):
-        return C.make("overfit.memorize", "warn", f"could not memorize {n} samples at lr {cfg.train.lr:g}, but did "
+        return C.make("overfit.memorize", "warn", f"could not memorize {n} {_unit(ds)} at lr {cfg.train.lr:g}, but did "
                       f"at lr {retry_lr:.3g} with batch {max(1, n // 2)}", ev,
                       f"Use train.lr={retry_lr:.3g}; recipe uses it for the following stages."), curve, ev
     last = final.get("loss", float("nan")) if final else float("nan")
-    return C.make("overfit.memorize", "fail", f"could not memorize {n} samples (loss {last:.3g} after {r.steps} steps)",
-                  ev, "A model that cannot memorize 16 samples has a bug: check the loss, the labels' alignment with "
-                      "inputs, frozen layers; or the model is far too small."), curve, ev
+    return C.make("overfit.memorize", "fail", f"could not memorize {n} {_unit(ds)} (loss {last:.3g} after {r.steps} "
+                  "steps)", ev, f"A model that cannot memorize {n} {_unit(ds)} has a bug: check the loss, the targets' "
+                  "alignment with inputs, frozen layers; or the model is far too small."), curve, ev
+
+
+def check_train_fit(result: E.RunResult, baselines: dict, task, extra: dict[str, Any]) -> C.Check:
+    """overfit.train-fit: the unregularized model's final train score against the bar the task names
+    (`task.train_fit_baseline`: the best dumb model's val score for tables, the best n-gram's train loss for a
+    language model), compared in the task's direction."""
+    key = task.train_fit_baseline
+    bar, name = baselines[key], baselines["best_dumb"]
+    split = key.rsplit("_", 1)[-1]                           # best_dumb_val -> val, best_dumb_train -> train
+    train_score = result.final_train.get("score", float("nan"))
+    ev = {"train_score": round(train_score, 4), "val_score": round(result.best.get("score", math.nan), 4),
+          "best_dumb_val": round(baselines["best_dumb_val"], 4), "best_dumb": name, "must_beat": key,
+          "bar": round(bar, 4), "metric": task.metric, "higher_is_better": task.higher_is_better, **extra}
+    if "best_dumb_train" in baselines:
+        ev["best_dumb_train"] = round(baselines["best_dumb_train"], 4)
+    # ">= 0": a perfect train fit passes even when a dumb baseline is already perfect on val (wine)
+    if result.stopped == "non_finite" or not task.gain(train_score, bar) >= 0:
+        return C.make("overfit.train-fit", "fail", f"train score {train_score:.4f} ({task.metric}) does not beat the "
+                      f"best dumb baseline {name}'s {split} score {bar:.4f}", ev,
+                      "Make the model bigger or train longer (train.epochs) until it fits the train set.")
+    return C.make("overfit.train-fit", "pass", f"train score {train_score:.4f} ({task.metric}) beats the best dumb "
+                  f"baseline {name}'s {split} score ({bar:.4f})", ev)
 
 
 def run(cfg, ctx) -> StageResult:
@@ -83,7 +127,7 @@ def run(cfg, ctx) -> StageResult:
     t = cfg.train
     with ctx.progress("overfit-batch", plain.train.epochs + 3) as bar:
         probe = create(plain, ds, cfg.seed).to(ctx.device)
-        rt = lr_range_test(probe, tr, task=ds.task, num_classes=ds.num_classes, optimizer=t.optimizer,
+        rt = lr_range_test(probe, tr, task=ds.task, num_classes=engine_classes(ds), optimizer=t.optimizer,
                            batch_size=t.batch_size, seed=cfg.seed, precision=t.precision)
         bar.update(1)
         memo, memo_curve, memo_ev = check_memorize(plain, ds, tr, ctx.device, ctx.thresholds("overfit.memorize"),
@@ -98,9 +142,10 @@ def run(cfg, ctx) -> StageResult:
         runs: dict[str, tuple[Any, Any]] = {}
         for name, lr in candidates.items():
             model = create(plain, ds, cfg.seed).to(ctx.device)
-            r = E.fit(model, tr, va, task=ds.task, num_classes=ds.num_classes, optimizer=t.optimizer, lr=lr,
+            r = E.fit(model, tr, va, task=ds.task, num_classes=engine_classes(ds), optimizer=t.optimizer, lr=lr,
                       batch_size=t.batch_size, epochs=t.epochs, seed=cfg.seed, precision=t.precision,
                       max_seconds=t.max_seconds, restore_best=False, health_thresholds=cfg.checks,
+                      **optimizer_settings(plain),
                       metrics_path=ctx.artifacts.path(f"runs/train_fit_{name}/metrics.jsonl"),
                       progress=lambda e, row: bar.update(2 + e, row))
             runs[name] = (r, model)
@@ -119,17 +164,8 @@ def run(cfg, ctx) -> StageResult:
                          "" if math.isfinite(rt.recommended) else "The loss never fell: check the data and model first."))
     train_score = result.final_train.get("score", float("nan"))
     best_dumb = baselines["best_dumb_val"]
-    ev = {"train_score": round(train_score, 4), "val_score": round(result.best.get("score", math.nan), 4),
-          "best_dumb_val": round(best_dumb, 4), "best_dumb": baselines["best_dumb"], "epochs": len(result.history),
-          "parameters": count_parameters(model), "lr": lr_used}
-    # ">=": a perfect train fit passes even when a dumb baseline is already perfect on val (wine)
-    if result.stopped == "non_finite" or not train_score >= best_dumb:
-        checks.append(C.make("overfit.train-fit", "fail", f"train score {train_score:.4f} does not beat the best dumb "
-                             f"baseline's val score {best_dumb:.4f}", ev,
-                             "Make the model bigger or train longer (train.epochs) until it fits the train set."))
-    else:
-        checks.append(C.make("overfit.train-fit", "pass", f"train score {train_score:.4f} beats the best dumb baseline "
-                             f"({best_dumb:.4f})", ev))
+    checks.append(check_train_fit(result, baselines, tasks.get(ds.task),
+                                  {"epochs": len(result.history), "parameters": count_parameters(model), "lr": lr_used}))
     checks += result.health
     meta = {"overrides": {**UNREGULARIZED, "train.lr": lr_used}, "train": result.final_train, "val": result.best,
             "task": ds.task, "num_outputs": ds.num_outputs, "shape": list(ds.shape)}
@@ -154,6 +190,7 @@ def run(cfg, ctx) -> StageResult:
                                                           x={"smoothed loss": [lr for lr, _ in finite]}, logx=True,
                                                           mark=rt.recommended))
     summary = (f"memorize: {memo.status}; train-fit at lr {lr_used:.3g}: train {train_score:.4f}, "
-               f"val {result.best.get('score', math.nan):.4f} vs best dumb {best_dumb:.4f}")
+               f"val {result.best.get('score', math.nan):.4f} vs best dumb {baselines['best_dumb']} "
+               f"{best_dumb:.4f} on val ({tasks.get(ds.task).metric})")
     return StageResult(checks, metrics={"train_score": train_score, "val_score": result.best.get("score"),
                                         "lr": lr_used}, summary=summary)

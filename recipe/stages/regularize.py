@@ -5,6 +5,8 @@ import math
 import time
 from typing import Any
 
+from typing import Optional
+
 import numpy as np
 import torch
 import yaml
@@ -13,11 +15,12 @@ from recipe import checks as C
 from recipe import tasks
 from recipe.engine import train as E
 from recipe.engine.monitors import worst_per_check
+from recipe.models_seq import SEQUENCE_KINDS
 from recipe.stage import StageResult
 from recipe.stages.regularize_checks import (beats, check_mode, check_still_improving, check_too_strong,
                                              configured_rungs, noise, pictures)
 from recipe.stages.regularize_trainer import CACHE, Spec, Trainer, Variant, continue_command  # noqa: F401
-from recipe.stages.regularize_verdicts import (bias_variance, check_beats_baselines, label_noise_rate, paired_rows,
+from recipe.stages.regularize_verdicts import (bias_variance, check_beats_baselines, dumb_val_rows, label_noise_rate,
                                                reachable_error)
 
 PRESERVE = (CACHE,)     # finished runs survive reruns: an interrupted ladder resumes (regularize_trainer)
@@ -27,11 +30,14 @@ DROPOUT = 0.2
 # (6e-3) L2 of 3e-4 or 1e-3 already threw one Adam seed in three off (val 0.89-0.94, the others 0.99). Configs whose
 # data invites memorizing set a stronger train.weight_decay (the planted high-variance case uses 3e-3).
 WEIGHT_DECAY = 1e-4
+# adamw decouples the decay: each step shrinks the weights by lr x wd, so 1e-4 at lr 1e-3 is no regularizer at all.
+# nanoGPT's 0.1 is the usual strength for transformers trained with AdamW.
+WEIGHT_DECAY_DECOUPLED = 0.1
 
 
 def _permutation_importance(model, va, ds, seed: int, precision: str) -> np.ndarray:
     g = torch.Generator(device=va.x.device).manual_seed(seed)
-    base = E.evaluate(model, va, ds.task, ds.num_classes, precision=precision)["score"]
+    base = E.evaluate(model, va, ds.task, ds.num_classes, precision=precision)["score"]     # tables only
     imp = np.zeros(va.x.shape[1])
     for j in range(va.x.shape[1]):
         x = va.x.clone()
@@ -51,33 +57,71 @@ def ladder_rungs(cfg, ds, base_cfg) -> dict[str, dict[str, Any]]:
         {"patience": max(3, epochs // 6), "metric": "val_loss"}
     aug = list(cfg.data.augment) or (["shift", "noise"] if len(ds.shape) == 3 else ["noise"])
     larger = {"model.hidden": [h * 2 for h in hidden] or [64]}
+    smaller = {"model.hidden": [max(4, h // 2) for h in hidden]}
     if base_cfg.model.kind == "linear":
         larger = {"model.kind": "mlp", "model.hidden": [64, 64]}
+    if base_cfg.model.kind in SEQUENCE_KINDS:
+        smaller, larger = sequence_sizes(base_cfg.model)
+    decay = WEIGHT_DECAY_DECOUPLED if base_cfg.train.optimizer == "adamw" else WEIGHT_DECAY
     return {
         "augment": {"data.augment": aug},
-        "smaller_model": {"model.hidden": [max(4, h // 2) for h in hidden]},
+        "smaller_model": smaller,
         "smaller_batch": {"train.batch_size": max(8, base_cfg.train.batch_size // 2)},
         "dropout": {"model.dropout": cfg.model.dropout or DROPOUT},
-        "weight_decay": {"train.weight_decay": cfg.train.weight_decay or WEIGHT_DECAY},
+        "weight_decay": {"train.weight_decay": cfg.train.weight_decay or decay},
         "early_stopping": {"train.early_stopping": stopping},
         "larger_model": {**larger, "train.early_stopping": stopping},
         "train_longer": {"train.epochs": epochs * 2},   # high bias only: not a regularizer
     }
 
 
+def sequence_sizes(model) -> tuple[dict[str, Any], dict[str, Any]]:
+    """smaller_model and larger_model for gpt, lstm and gru: half and twice the width model.n_embd (a gpt's stays a
+    multiple of n_head, so every head keeps n_embd / n_head dimensions); depth (n_layer) is left to tune."""
+    step = model.n_head if model.kind == "gpt" else 1
+    return ({"model.n_embd": max(step, model.n_embd // 2 // step * step)}, {"model.n_embd": model.n_embd * 2})
+
+
+def unavailable_rungs(cfg, ds, rungs: dict[str, dict[str, Any]], base_cfg) -> dict[str, str]:
+    """Rungs that cannot run on this data or model, and why: the record says so instead of passing them over."""
+    out: dict[str, str] = {}
+    if ds.inputs == "tokens":
+        # token ids are categories: flipping, shifting or adding noise to them makes other text, not the same text
+        # seen differently, and zeroing a position is not dropping a feature
+        out["augment"] = "augmentation is off for text (token ids cannot be shifted or noised like floats)"
+        out["fewer_features"] = "token positions are not features (model.drop_inputs zeroes float inputs)"
+        if base_cfg.model.kind not in SEQUENCE_KINDS:
+            why = f"model.kind {base_cfg.model.kind} is a factory: recipe does not know its size or dropout"
+            out.update({r: why for r in ("smaller_model", "larger_model", "dropout")})
+    if rungs["smaller_model"].get("model.n_embd") == base_cfg.model.n_embd and base_cfg.model.kind in SEQUENCE_KINDS:
+        out["smaller_model"] = f"model.n_embd {base_cfg.model.n_embd} is already the smallest width for the heads"
+    return out
+
+
+def train_sizes(ds, tr, subsets: dict[float, Any]) -> tuple[str, dict[float, int]]:
+    """What the learning curve's x axis counts per train fraction: rows, or for token inputs the real (non-pad)
+    tokens the model trains on."""
+    if ds.inputs != "tokens":
+        return "rows", {f: len(s) for f, s in subsets.items()}
+    real = (tr.x != ds.pad_id) if ds.pad_id is not None else torch.ones_like(tr.x, dtype=torch.bool)
+    per_row = real.sum(1).cpu().numpy()
+    return "tokens", {f: int(per_row[np.asarray(s)].sum()) for f, s in subsets.items()}
+
+
 LEARNING_CURVE = (0.25, 0.5)
 
 
-def learning_curve(points: dict[float, Variant], ref: Variant) -> dict[str, Any]:
+def learning_curve(points: dict[float, Variant], ref: Variant, unit: str = "rows",
+                   sizes: Optional[dict[float, int]] = None) -> dict[str, Any]:
     points = {**points, 1.0: ref}
     fr = sorted(points)
-    errs = {f: 1 - points[f].val_mean for f in fr}
+    errs = {f: points[f].val_error for f in fr}
     # power law through the last two points: err(2n) ~ err(n) * (err(n) / err(n/2))
     slope = math.log(max(errs[1.0], 1e-6) / max(errs[0.5], 1e-6)) / math.log(2)
     predicted = errs[1.0] * 2 ** slope
     gain = errs[1.0] - predicted
-    return {"fractions": fr, "val_error": [errs[f] for f in fr], "val_std": [points[f].val_std for f in fr],
-            "slope": slope, "predicted_error_2x": predicted, "predicted_gain_2x": gain,
+    return {"fractions": fr, "unit": unit, "train_size": [(sizes or {}).get(f) for f in fr],
+            "val_error": [errs[f] for f in fr], "val_std": [points[f].val_std for f in fr], "slope": slope, "predicted_error_2x": predicted, "predicted_gain_2x": gain,
             "more_data_helps": bool(gain > max(ref.val_std, 0.002))}
 
 
@@ -144,6 +188,8 @@ def _run(cfg, ctx) -> StageResult:
     ladder = list(rcfg.ladder)
     base_cfg = cfg.with_overrides(base)
     rungs = ladder_rungs(cfg, ds, base_cfg)
+    unavailable = unavailable_rungs(cfg, ds, rungs, base_cfg)
+    task = tasks.get(ds.task)
     jobs = ctx.options.jobs or rcfg.jobs
     budget = rcfg.budget_seconds
     started = time.perf_counter()
@@ -151,7 +197,8 @@ def _run(cfg, ctx) -> StageResult:
     diagnostics: dict[str, Any] = {}
     skipped: list[str] = []
     planned = (2 + len(ladder) + 3) * rcfg.seeds
-    reach = reachable_error(rcfg.target_error, baselines, label_noise_rate(ctx.workspace.read_record("inspect")))
+    reach = reachable_error(rcfg.target_error, baselines, label_noise_rate(ctx.workspace.read_record("inspect")),
+                            ds.task)
     with ctx.progress(f"regularize ({jobs} job{'s' if jobs > 1 else ''})", planned) as bar, \
             Trainer(cfg, ctx, base, bar, jobs) as trainer:
         ref = trainer.run("reference", {}, keep_models=True)
@@ -166,7 +213,9 @@ def _run(cfg, ctx) -> StageResult:
         n = len(trainer.tr)
         perm = np.random.default_rng(cfg.seed).permutation(n)
         for rung in ladder:
-            if rung == "learning_curve":
+            if rung in unavailable:
+                skipped.append(f"{rung}: {unavailable[rung]}")
+            elif rung == "learning_curve":
                 specs += [Spec(f"learning_curve_{int(f * 100)}", {}, subset=perm[: max(8, int(f * n))])
                           for f in LEARNING_CURVE]
             elif rung == "fewer_features":
@@ -194,14 +243,16 @@ def _run(cfg, ctx) -> StageResult:
             done += trainer.run_all(specs[i:i + max(1, jobs)])
         curve = {float(v.name.rsplit("_", 1)[1]) / 100: v for v in done if v.name.startswith("learning_curve_")}
         if curve:
-            diagnostics["learning_curve"] = learning_curve(curve, ref)
+            unit, sizes = train_sizes(ds, trainer.tr, {**{f: perm[: max(8, int(f * n))] for f in curve},
+                                                        1.0: np.arange(n)})
+            diagnostics["learning_curve"] = learning_curve(curve, ref, unit, sizes)
         for v in done:
             if v.name == "fewer_features":
                 v.note = fewer_features_note(diagnostics["fewer_features"])
         variants += [v for v in done if not v.name.startswith("learning_curve_")]
         # keep what beats noise; build the combination greedily from the best single rung
         kept = [v for v in variants[1:] if v.name in rungs and beats(v, ref)]
-        kept.sort(key=lambda v: -v.val_mean)
+        kept.sort(key=lambda v: -v.gain_over(ref))
         best = kept[0] if kept else ref
         combo_steps = []
         for v in kept[1:]:
@@ -234,13 +285,9 @@ def _run(cfg, ctx) -> StageResult:
         net_out = E.predict(chosen.models[0], trainer.va.x, precision=precision).float().cpu().numpy()
         y_val = trainer.va.y.cpu().numpy()
     trainer.cache.prune()
-    from recipe.stages.baseline import fit_dumb
-
-    dumb = fit_dumb(tasks.get(ds.task).dumb_models(cfg.seed)[baselines["best_dumb"]], ds)
-    base_pred = ds.target(dumb.predict(ds.normalize(ds.val.x)))     # in the network's target space, as y_val
-    rows = paired_rows(ds.task, net_out, base_pred, y_val)
+    rows = dumb_val_rows(ds, baselines, net_out, y_val, cfg.seed)
     best_dumb = baselines["best_dumb_val"]
-    dumb_error = 1 - best_dumb
+    dumb_error = task.error(best_dumb)
     for v in variants:
         v.delta = v.val_mean - ref.val_mean
         v.noise = 0.0 if v is ref else noise(v, ref)
@@ -252,9 +299,12 @@ def _run(cfg, ctx) -> StageResult:
           "verified_seeds": chosen.seeds, "verified": choice is not ref,
           "did_not_replicate": {r.name: f"{r.val_mean:.4f} ± {noise(r, ref):.4f}" for r in rejected},
           "runs": runs_done, "reused_runs": trainer.reused, "jobs": jobs,
-          "deltas": {v.name: f"{v.val_mean - ref.val_mean:+.4f} ± {noise(v, ref):.4f}" for v in variants[1:]}}
+          "deltas": {v.name: f"{v.val_mean - ref.val_mean:+.4f} ± {noise(v, ref):.4f}" for v in variants[1:]},
+          "higher_is_better": task.higher_is_better}     # the deltas' sign: a language model's loss falls
     if skipped:
         ev["skipped"] = skipped
+    if unavailable:     # said even when a high-bias verdict left these rungs out anyway
+        ev["not_applicable"] = unavailable
     if "learning_curve" in diagnostics:
         ev["more_data_helps"] = diagnostics["learning_curve"]["more_data_helps"]
     failed = "; ".join(f"{r.name} did not replicate on fresh seeds (val {r.val_mean:.4f} vs reference "

@@ -8,6 +8,7 @@ import torch
 
 from recipe import checks as C
 from recipe.engine import train as E
+from recipe.models_seq import SEQUENCE_KINDS
 
 
 def noise(a, b) -> float:
@@ -16,8 +17,8 @@ def noise(a, b) -> float:
 
 
 def beats(a, b) -> bool:
-    """a's mean val score beats b's beyond their seed noise."""
-    return a.val_mean - b.val_mean > max(noise(a, b), 1e-4)
+    """a's mean val score beats b's beyond their seed noise, in the task's direction (a lower loss beats)."""
+    return a.gain_over(b) > max(noise(a, b), 1e-4)
 
 
 UNDERFIT_MARGIN = 0.02   # train error must exceed the dumb baseline's val error by this much (or its noise)
@@ -53,7 +54,9 @@ def weaken(rung: str, ccfg) -> str:
         "augment": f"use fewer or milder data.augment transforms (chosen {', '.join(ccfg.data.augment)})",
         "early_stopping": "raise train.early_stopping.patience (chosen "
                           f"{t.early_stopping.patience if t.early_stopping else '-'}) or drop early stopping",
-        "smaller_model": f"keep the larger model.hidden (the smaller one, {m.hidden}, cannot fit train)",
+        "smaller_model": (f"keep the wider model.n_embd (the smaller one, {m.n_embd}, cannot fit train)"
+                          if m.kind in SEQUENCE_KINDS else
+                          f"keep the larger model.hidden (the smaller one, {m.hidden}, cannot fit train)"),
         "smaller_batch": f"keep the larger train.batch_size (chosen {t.batch_size})",
         "fewer_features": "keep the inputs the fewer_features rung zeroed (model.drop_inputs)",
     }.get(rung, f"weaken {NAMES.get(rung, rung)}")
@@ -67,10 +70,10 @@ def check_too_strong(variants, ref, chosen, rungs, dumb_error, n_val: int = 0, c
     is only reported when it is recipe's default strength."""
     p = min(max(dumb_error, 1 / max(n_val, 1)), 1 - 1e-6)    # a perfect dumb score on a small val split is noisy too
     margin = max(UNDERFIT_MARGIN, math.sqrt(p * (1 - p) / n_val) if n_val else 0.0)
-    underfit = {v.name: round(1 - v.train_mean, 4) for v in variants[1:]
-                if v.name in rungs and 1 - v.train_mean > dumb_error + margin}
+    underfit = {v.name: round(v.train_error, 4) for v in variants[1:]
+                if v.name in rungs and v.train_error > dumb_error + margin}
     worse = [v.name for v in variants[1:] if v.name in rungs and beats(ref, v)]
-    chosen_error = 1 - chosen.train_mean
+    chosen_error = chosen.train_error
     blamed = [r for r in chosen_rungs if r in NAMES]       # larger_model, train_longer add fit: never to blame
     ev = {"best_dumb_val_error": round(dumb_error, 4), "margin": round(margin, 4), "train_error_of_underfitting_rungs": underfit,
           "val_worse_rungs": worse, "chosen": list(chosen_rungs) or "reference", "chosen_train_error": round(chosen_error, 4)}
@@ -101,11 +104,15 @@ def check_too_strong(variants, ref, chosen, rungs, dumb_error, n_val: int = 0, c
 def check_mode(cfg, chosen, trainer, ds, th) -> C.Check:
     from torch import nn
 
+    from recipe import tasks
+    from recipe.stages.overfit import engine_classes
+
     model = chosen.models[0]
     precision = trainer.config(chosen.overrides).train.precision
-    ev_mode = E.evaluate(model, trainer.va, ds.task, ds.num_classes, precision=precision)["score"]
+    classes = engine_classes(ds)
+    ev_mode = E.evaluate(model, trainer.va, ds.task, classes, precision=precision)["score"]
     torch.manual_seed(cfg.seed)
-    tr_mode = E.evaluate(model, trainer.va, ds.task, ds.num_classes, train_mode=True, precision=precision)["score"]
+    tr_mode = E.evaluate(model, trainer.va, ds.task, classes, train_mode=True, precision=precision)["score"]
     mods = list(model.modules())
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in mods)
     has_do = any(isinstance(m, nn.Dropout) and m.p > 0 for m in mods)
@@ -113,7 +120,7 @@ def check_mode(cfg, chosen, trainer, ds, th) -> C.Check:
     ev = {"val_eval_mode": round(ev_mode, 4), "val_train_mode": round(tr_mode, 4), "gap": round(ev_mode - tr_mode, 4),
           "batchnorm": has_bn, "dropout": has_do, "batch_size": bs, "max_gap": th["max_gap"]}
     problems = []
-    if tr_mode - ev_mode > th["max_gap"]:
+    if tasks.get(ds.task).gain(tr_mode, ev_mode) > th["max_gap"]:
         problems.append("eval mode scores worse than train mode (BatchNorm running statistics off?)")
     if has_bn and bs < 8:
         problems.append(f"BatchNorm with batches of {bs}")
@@ -126,36 +133,45 @@ def check_mode(cfg, chosen, trainer, ds, th) -> C.Check:
 
 
 def check_still_improving(chosen, th) -> C.Check:
+    from recipe import tasks
+
+    task = tasks.get(chosen.task)
+    best = max if task.higher_is_better else min
     gains = []
     for hist in chosen.history:
         scores = [h["val_score"] for h in hist if "val_score" in h]
         if len(scores) >= 5:
             k = max(2, len(scores) // 5)
-            gains.append(max(scores[-k:]) - max(scores[:-k]))
+            gains.append(task.gain(best(scores[-k:]), best(scores[:-k])))
     if not gains:
         return C.make("regularize.still-improving", "skip", "too few epochs to judge")
     gain = float(np.mean(gains))
     ev = {"val_gain_last_fifth": round(gain, 4), "min_recent_gain": th["min_recent_gain"],
           "epochs": [len(h) for h in chosen.history]}
     if gain > th["min_recent_gain"]:
-        return C.make("regularize.still-improving", "warn", f"val score still rose {gain:.4f} in the last fifth of "
-                      "training", ev, "Train longer (raise train.epochs): the model has not converged.")
+        return C.make("regularize.still-improving", "warn", f"val score still improved {gain:.4f} in the last fifth "
+                      "of training", ev, "Train longer (raise train.epochs): the model has not converged.")
     return C.make("regularize.still-improving", "pass", f"val score flat at the end (last-fifth gain {gain:+.4f})", ev)
 
 
 def pictures(ctx, ds, variants, ref, diagnostics, model, ccfg) -> None:
     from recipe import plots
 
+    from recipe import tasks
+
+    metric = tasks.get(ref.task).metric
     rows = [v for v in variants if v.val]
     ctx.artifacts.figure("ablation.png", plots.bars([v.name for v in rows], [v.val_mean for v in rows],
-                                                    [v.val_std for v in rows], "val score per variant (± seed std)",
-                                                    "val score", reference=ref.val_mean))
+                                                    [v.val_std for v in rows], f"val {metric} per variant (± seed std)",
+                                                    f"val {metric}", reference=ref.val_mean))
     lc = diagnostics.get("learning_curve")
     if lc:
+        sized = all(isinstance(n, int) for n in lc.get("train_size", [None]))
         ctx.artifacts.figure("learning_curve.png", plots.curves(
-            {"val error": lc["val_error"]}, "fraction of train", "val error",
+            {"val error": lc["val_error"]}, f"train {lc['unit']}" if sized else "fraction of train",
+            "val error" if tasks.get(ref.task).higher_is_better else f"val loss ({metric})",
             "learning curve" + (": more data would help" if lc["more_data_helps"] else ""),
-            x={"val error": lc["fractions"]}))
+            x={"val error": lc["train_size"] if sized else lc["fractions"]}))
     _look_at_the_net(ctx, ds, model, ccfg.train.precision)
 
 

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from recipe import tasks
 from recipe.config import digest_json
 from recipe.engine import train as E
 from recipe.engine.monitors import compact
@@ -40,6 +41,7 @@ class Variant:
     delta: float = 0.0
     noise: float = 0.0                       # seed noise of the delta: a rung is kept only when delta > noise
     kept: bool = False
+    task: str = "classification"             # whose direction the scores have (a language model's are losses)
 
     @property
     def val_mean(self) -> float:
@@ -52,6 +54,19 @@ class Variant:
     @property
     def train_mean(self) -> float:
         return float(np.mean(self.train)) if self.train else math.nan
+
+    @property
+    def train_error(self) -> float:
+        """Mean train score as an error (lower is better): 1 - accuracy, or the loss itself."""
+        return tasks.get(self.task).error(self.train_mean)
+
+    @property
+    def val_error(self) -> float:
+        return tasks.get(self.task).error(self.val_mean)
+
+    def gain_over(self, other: "Variant") -> float:
+        """How much better this variant's mean val score is than `other`'s (> 0: better), in the task's direction."""
+        return tasks.get(self.task).gain(self.val_mean, other.val_mean)
 
     def row(self) -> dict[str, Any]:
         return {"variant": self.name, "overrides": self.overrides, "train": round(self.train_mean, 4),
@@ -73,10 +88,13 @@ class Spec:
 
 def _fit_one(cfg, ds, tr, va, device, task: dict) -> dict[str, Any]:
     """One (variant, seed) run through the one engine; the unit of work of a worker process."""
+    from recipe.stages.overfit import engine_classes
+
     vcfg = cfg.with_overrides(task["overrides"])
     train = tr if task["subset"] is None else tr.subset(torch.as_tensor(task["subset"], device=tr.x.device))
     model = create(vcfg, ds, task["seed"]).to(device)
-    r = E.fit_from_config(model, train, va, vcfg, ds, seed=task["seed"], metrics_path=task.get("metrics_path"))
+    r = E.fit_from_config(model, train, va, vcfg, ds, seed=task["seed"], metrics_path=task.get("metrics_path"),
+                          num_classes=engine_classes(ds))
     # the weights always come back: the run cache keeps them, so a later variant that needs the model reuses it
     return {"train": r.final_train.get("score", math.nan), "val": r.best.get("score", math.nan),
             "history": r.history, "health": compact(r.health),
@@ -196,32 +214,32 @@ class Trainer:
         return self.cfg.with_overrides({**self.base, **overrides})
 
     def run_all(self, specs: list[Spec]) -> list[Variant]:
-        tasks = [(i, {"overrides": {**self.base, **sp.overrides}, "seed": seed, "subset": sp.subset,
+        work = [(i, {"overrides": {**self.base, **sp.overrides}, "seed": seed, "subset": sp.subset,
                       "metrics_path": str(self.ctx.dir / "runs" / run_folder(f"{sp.name}_seed{seed}")
                                           / "metrics.jsonl")})
                  for i, sp in enumerate(specs) for seed in (sp.seeds or self.seeds)]
-        keys = [self.cache.key(t) for _, t in tasks]
-        results: list[Optional[dict]] = [self.cache.load(k, t["metrics_path"]) for k, (_, t) in zip(keys, tasks)]
+        keys = [self.cache.key(t) for _, t in work]
+        results: list[Optional[dict]] = [self.cache.load(k, t["metrics_path"]) for k, (_, t) in zip(keys, work)]
         todo = [j for j, r in enumerate(results) if r is None]
-        self.reused += len(tasks) - len(todo)
-        self.progress.advance(len(tasks) - len(todo))
+        self.reused += len(work) - len(todo)
+        self.progress.advance(len(work) - len(todo))
 
         def finished(j: int, res: dict) -> None:     # on disk the moment it is done: Ctrl-C loses only runs under way
-            self.cache.save(keys[j], res, tasks[j][1]["metrics_path"])
+            self.cache.save(keys[j], res, work[j][1]["metrics_path"])
             results[j] = res
             self.progress.advance()
 
         if self.pool is None:
             for j in todo:
-                finished(j, _fit_one(self.cfg, self.ds, self.tr, self.va, self.ctx.device, tasks[j][1]))
+                finished(j, _fit_one(self.cfg, self.ds, self.tr, self.va, self.ctx.device, work[j][1]))
         else:
             from concurrent.futures import as_completed
 
-            futures = {self.pool.submit(_worker_task, tasks[j][1]): j for j in todo}
+            futures = {self.pool.submit(_worker_task, work[j][1]): j for j in todo}
             for f in as_completed(futures):
                 finished(futures[f], f.result())
-        variants = [Variant(sp.name, sp.overrides) for sp in specs]
-        for (i, t), res in zip(tasks, results):
+        variants = [Variant(sp.name, sp.overrides, task=self.ds.task) for sp in specs]
+        for (i, t), res in zip(work, results):
             v = variants[i]
             v.seeds.append(t["seed"])
             v.train.append(res["train"])

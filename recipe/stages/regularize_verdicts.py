@@ -11,6 +11,7 @@ import numpy as np
 
 from recipe import checks as C
 from recipe import tasks
+from recipe.errors import RecipeError
 
 # ----------------------------------------------------------------------------- reachable error
 
@@ -24,14 +25,17 @@ class Reachable:
     candidates: dict[str, float]             # every estimate considered (empty when the user gave one)
 
 
-def reachable_error(target_error: Optional[float], baselines: dict, label_noise: Optional[float]) -> Reachable:
+def reachable_error(target_error: Optional[float], baselines: dict, label_noise: Optional[float],
+                    task: str = "classification") -> Reachable:
     """The user's `regularize.target_error` when set above 0; else the lowest error something is known to reach on
     this task: each dumb baseline's val error (gradient boosting trained on train, scored on val, among them) and the
     label-noise rate inspect estimated (labels a model cannot get right). The lowest is used: an error one of them
-    reached is reachable, so training error above it is avoidable bias; one below it cannot be asked for."""
+    reached is reachable, so training error above it is avoidable bias; one below it cannot be asked for. For a
+    language model the error is the loss itself: the best n-gram's val loss is reachable."""
     if target_error:
         return Reachable(float(target_error), "regularize.target_error", {})
-    candidates = {f"{name} val error (baseline)": 1.0 - float(row["val"])
+    error = tasks.get(task).error
+    candidates = {f"{name} val error (baseline)": error(float(row["val"]))
                   for name, row in baselines.get("dumb", {}).items() if math.isfinite(float(row["val"]))}
     if label_noise is not None and math.isfinite(label_noise):
         candidates["label-noise estimate (inspect)"] = float(label_noise)
@@ -51,7 +55,7 @@ def label_noise_rate(inspect_record: Optional[dict]) -> Optional[float]:
 
 
 def bias_variance(ref, reach: Reachable, th) -> tuple[C.Check, str]:
-    train_err, val_err = 1 - ref.train_mean, 1 - ref.val_mean
+    train_err, val_err = ref.train_error, ref.val_error
     bias, variance = train_err - reach.error, val_err - train_err
     hb, hv = bias > th["high_bias"], variance > th["high_variance"]
     verdict = "both" if hb and hv else "high bias" if hb else "high variance" if hv else "fine"
@@ -127,15 +131,20 @@ def check_beats_baselines(rows: dict[str, np.ndarray], task: str, baselines: dic
                 f"(exact McNemar p={p_worse:.3g})")
         scores = f"val {net_acc:.4f} vs {name} {base_acc:.4f}"
     else:
+        t = tasks.get(task)
+        key, label = t.row_loss_key, t.row_loss_label
         d = rows["net"] - rows["base"]                                    # > 0: the network is worse on that row
         lower = bootstrap_lower(d, seed)
-        ev.update(shipped_mse=round(float(rows["net"].mean()), 5), baseline_mse=round(float(rows["base"].mean()), 5),
-                  mse_difference=round(float(d.mean()), 5), mse_difference_lower_95=round(lower, 5),
-                  test="paired bootstrap of per-row squared errors (standardized target)")
+        ev.update({f"shipped_{key}": round(float(rows["net"].mean()), 5),
+                   f"baseline_{key}": round(float(rows["base"].mean()), 5),
+                   f"{key}_difference": round(float(d.mean()), 5), f"{key}_difference_lower_95": round(lower, 5),
+                   "test": f"paired bootstrap of per-row differences in {t.loss_unit}"})
         ahead, worse = float(d.mean()) < 0, lower > 0
-        diff = (f"per-row squared error {float(d.mean()):+.4f} vs {name} (one-sided {1 - alpha:.0%} bound "
+        diff = (f"per-row {t.loss_label} {float(d.mean()):+.4f} vs {name} (one-sided {1 - alpha:.0%} bound "
                 f"{lower:+.4f})")
-        scores = f"val MSE {float(rows['net'].mean()):.4f} vs {name} {float(rows['base'].mean()):.4f}"
+        scores = f"val {label} {float(rows['net'].mean()):.4f} vs {name} {float(rows['base'].mean()):.4f}"
+        if "documents" in rows:      # windows of one document are correlated: the per-document view beside it
+            ev["documents"] = document_wins(rows)
     if ahead:
         return C.make("regularize.beats-baselines", "pass", f"the chosen model beats the best dumb baseline: {scores}; "
                       f"{diff}", ev)
@@ -148,3 +157,55 @@ def check_beats_baselines(rows: dict[str, np.ndarray], task: str, baselines: dic
                   f"beyond noise: {scores}; {diff}", ev,
                   "A network that loses to a dumb baseline is not worth tuning: revisit the model (overfit-batch) "
                   "or use the baseline.")
+
+
+def document_wins(rows: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per val document (rows["documents"]: each window's document), the mean per-window difference: how many
+    documents the network wins. Evidence only: a split of a few long documents is too few to resample."""
+    docs = np.asarray(rows["documents"])
+    d = rows["net"] - rows["base"]
+    per_doc = {int(k): float(d[docs == k].mean()) for k in np.unique(docs)}
+    return {"n": len(per_doc), "network_ahead": sum(v < 0 for v in per_doc.values()),
+            "mean_difference": {k: round(v, 4) for k, v in per_doc.items()}}
+
+
+def dumb_val_rows(ds, baselines: dict, net_out: np.ndarray, y_val: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """The shipped network's and the best dumb baseline's per-row results on the same val rows (task.baseline_rows),
+    the baseline refitted on train exactly as the baseline stage fitted it."""
+    task = tasks.get(ds.task)
+    name = baselines["best_dumb"]
+    if name in baselines.get("ngram", {}):
+        # a count model over the token streams, not an estimator on rows: refit it at its order and score the very
+        # targets of every val window (the network's context is the window, the n-gram's its last order-1 tokens)
+        from recipe.baselines import ngram
+
+        order = int(baselines["ngram"][name]["order"])
+        model = ngram.NGram(order, ds.vocab_size).fit(ds.doc_tokens["train"])
+        base = ngram.window_losses(model, ds.doc_tokens["val"], ds.block_size)
+        return {**task.baseline_rows(net_out, base, y_val), "documents": np.asarray(ds.val.rows)}
+    if ds.inputs == "tokens":
+        # text classification: the dumb models read bag-of-words counts, not token ids (stages/baseline_text.py)
+        from recipe.stages.baseline_text import bag_of_words
+
+        vocab = ds.vocab_size - 1
+        xt, xv = (bag_of_words(s.x, ds.pad_id, vocab) for s in (ds.train, ds.val))
+        model = _text_dumb_model(name, seed).fit(xt, ds.train.y)
+        return task.baseline_rows(net_out, model.predict(xv), y_val)
+    from recipe.stages.baseline import fit_dumb
+
+    dumb = fit_dumb(task.dumb_models(seed)[name], ds)
+    base_pred = ds.target(dumb.predict(ds.normalize(ds.val.x)))     # in the network's target space, as y_val
+    return task.baseline_rows(net_out, base_pred, y_val)
+
+
+def _text_dumb_model(name: str, seed: int):
+    """The text classifier baselines as stages/baseline_text.text_class_baselines builds them."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    models = {"majority": lambda: DummyClassifier(strategy="most_frequent"),
+              "bag_of_words": lambda: LogisticRegression(max_iter=500, random_state=seed)}
+    if name not in models:
+        raise RecipeError(f"baseline/baselines.json: best_dumb '{name}' is not a text-classification baseline "
+                          f"({', '.join(models)}); rerun 'recipe baseline'")
+    return models[name]()

@@ -31,6 +31,22 @@ class Task:
     paired_test: ClassVar[str]                # how baseline_rows are compared: "mcnemar" (0/1 rows), "bootstrap"
     memorize_loss_key: ClassVar[str] = "max_loss"       # overfit.memorize's threshold key for the final loss
     memorize_min_score: ClassVar[Optional[float]] = None  # overfit.memorize also needs this score (None: loss only)
+    # the baselines.json key overfit.train-fit's train score must beat: the best dumb model's val score, since a
+    # gradient-boosting model's train score is memorization, not a bar a network must clear on train
+    train_fit_baseline: ClassVar[str] = "best_dumb_val"
+    row_loss_key: ClassVar[str] = "loss"         # regularize.beats-baselines' evidence key for per-row losses
+    row_loss_label: ClassVar[str] = "loss"       # ... and its name in titles ("MSE", "loss")
+
+    # ------------------------------------------------------------------ the score's direction
+
+    def gain(self, new: float, old: float) -> float:
+        """How much better score `new` is than `old` in the score's units: > 0 when it is better (a higher
+        accuracy, a lower loss). Every "beats" in a stage goes through this, never through `>`."""
+        return new - old if self.higher_is_better else old - new
+
+    def error(self, score: float) -> float:
+        """The score as an error, lower is better: 1 - accuracy, 1 - R², or the score itself when it is a loss."""
+        return 1.0 - score if self.higher_is_better else score
 
     # ------------------------------------------------------------------ outputs and losses
 

@@ -34,6 +34,13 @@ class LanguageModel(Task):
     higher_is_better = False          # the score is the loss itself
     stratify = False
     has_classes = False               # tokens have unigram priors, but no per-class scores or confusion
+    paired_test = "bootstrap"         # regularize.beats-baselines: a paired bootstrap of per-window losses
+    row_loss_key = "nats"
+    row_loss_label = "loss (nats/token)"
+    memorize_loss_key = "lm_max_loss"  # a threshold per token (checks.py says why it is not classification's)
+    # overfit.train-fit: the best n-gram's loss on train. Counting reaches it on the very text the network fits, so
+    # a network that cannot fit train as well as a 5-gram table is too small or trained too briefly.
+    train_fit_baseline = "best_dumb_train"
 
     def num_outputs(self, num_classes: int) -> int:
         return num_classes            # the vocabulary size: one logit per token
@@ -64,6 +71,13 @@ class LanguageModel(Task):
         """Mean nats per real target of each window (N,); a window without real targets has loss 0."""
         tok, keep = self._token_losses(out, y)
         return tok.sum(1) / keep.sum(1).clamp_min(1)
+
+    def baseline_rows(self, net_out, base_pred, y):
+        """Per val window: the network's mean loss (nats per real target) and the n-gram's on the same targets;
+        `base_pred` is already that n-gram loss per window (N,) (recipe/baselines/ngram.py window_losses)."""
+        out = torch.as_tensor(net_out)
+        return {"net": self.row_loss(out, torch.as_tensor(y, device=out.device)).cpu().numpy(),
+                "base": np.asarray(base_pred, np.float64)}
 
     def row_score(self, out, y):
         return -self.row_loss(out, y)

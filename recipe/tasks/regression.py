@@ -22,6 +22,8 @@ class Regression(Task):
     balanced_label = "R²"
     probe_label = "prediction (standardized)"
     paired_test = "bootstrap"
+    row_loss_key = "mse"
+    row_loss_label = "MSE"
     memorize_loss_key = "regression_max_loss"
 
     def num_outputs(self, num_classes: int) -> int:
