@@ -223,6 +223,20 @@ def window_losses(model: NGram, docs: Iterable[np.ndarray], block: int) -> np.nd
 
 
 NAMES = {1: "unigram", 2: "bigram"}
+MAX_ORDER = 8
+
+
+def orders_from(th: dict) -> tuple[int, ...]:
+    """baseline.dumb's `orders` threshold, checked: whole numbers 1..MAX_ORDER holding 1 and 2 (the unigram is
+    the masked-input reference, the bigram the first model that sees order)."""
+    raw = th.get("orders", [1, 2, 3, 5])
+    ok = isinstance(raw, (list, tuple)) and all(isinstance(k, int) and not isinstance(k, bool) for k in raw)
+    if not ok or not {1, 2} <= set(raw) or not all(1 <= k <= MAX_ORDER for k in raw):
+        from recipe.errors import ConfigError
+
+        raise ConfigError(f"checks.baseline.dumb.orders: a list of n-gram orders between 1 and {MAX_ORDER} that "
+                          f"holds 1 and 2, e.g. [1, 2, 3, 5] (got {raw!r})")
+    return tuple(sorted(set(raw)))
 
 
 def name(order: int) -> str:

@@ -50,9 +50,11 @@ def _train_kwargs(cfg, ds) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- dumb baselines
 
 
-def ngram_baselines(ds) -> dict[str, dict]:
-    """Unigram, bigram and Kneser-Ney 3- and 5-gram models fitted on the train documents, scored on train and val."""
-    return ngram.fit_baselines(ds.doc_tokens["train"], ds.doc_tokens["val"], ds.vocab_size)
+def ngram_baselines(ds, th: dict) -> dict[str, dict]:
+    """The n-gram models of baseline.dumb's `orders` (unigram, bigram, Kneser-Ney 3- and 5-gram by default) fitted
+    on the train documents, scored on train and val."""
+    return ngram.fit_baselines(ds.doc_tokens["train"], ds.doc_tokens["val"], ds.vocab_size,
+                               ngram.orders_from(th))
 
 
 def bag_of_words(x: np.ndarray, pad_id: int, vocab: int) -> np.ndarray:
@@ -176,7 +178,7 @@ def run(cfg, ctx) -> StageResult:
         seed_curve = lambda i: ctx.artifacts.path(f"runs/seed_run{i}/metrics.jsonl")   # noqa: E731
         checks.append(B.check_seed(cfg, ds, tr, kwargs, seed_curve))
         if lm:
-            results = ngram_baselines(ds)
+            results = ngram_baselines(ds, th("baseline.dumb"))
             unigram = ngram.NGram(1, ds.vocab_size).fit(ds.doc_tokens["train"])
             model_checks, init_loss, expected = _lm_checks(cfg, ctx, ds, model, built, tr, va, unigram)
             dumb = {k: {"train": v["train"]["loss"], "val": v["val"]["loss"],

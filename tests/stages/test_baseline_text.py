@@ -123,3 +123,18 @@ def test_a_gpt_that_never_adds_its_positions_fails_grad_flow_naming_them(tmp_pat
     assert r.exit_code == 1
     flow = {c["id"]: c for c in rec["checks"]}["baseline.grad-flow"]
     assert flow["status"] == "fail" and "wpe.weight" in flow["title"]
+
+
+def test_ngram_orders_follow_the_checks_override_and_bad_orders_name_the_key(tmp_path, topics):
+    cfg = _lm_config(tmp_path, corpus.write_folder(tmp_path / "topics", topics))
+    raw = yaml.safe_load(cfg.read_text())
+    raw["checks"] = {"baseline.dumb": {"orders": [1, 2, 3], "reason": "a small budget"}}
+    cfg.write_text(yaml.safe_dump(raw))
+    assert invoke("inspect", cfg, "--runs", tmp_path / "runs", "-q").exit_code == 0
+    r, rec = _run(cfg, tmp_path, "baseline")
+    base = json.loads((tmp_path / "runs" / "lm" / "baseline" / "baselines.json").read_text())
+    assert set(base["ngram"]) == {"unigram", "bigram", "kn3gram"} and base["best_dumb"] == "kn3gram"
+    raw["checks"]["baseline.dumb"]["orders"] = [3, 5]
+    cfg.write_text(yaml.safe_dump(raw))
+    r = invoke("baseline", cfg, "--runs", tmp_path / "runs", "-q")
+    assert r.exit_code == 2 and "checks.baseline.dumb.orders" in r.stderr and "holds 1 and 2" in r.stderr

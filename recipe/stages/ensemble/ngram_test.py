@@ -20,15 +20,14 @@ import numpy as np
 from recipe import checks as C
 from recipe.stages.ensemble.stats import BOOTSTRAP, group_sums, resampled
 
-ORDERS = (1, 2, 3, 5)      # baseline.dumb's orders (recipe/baselines/ngram.py fit_baselines)
-
-
-def fit_ngrams(train_docs: Sequence[np.ndarray], val_docs: Sequence[np.ndarray], vocab_size: int) -> dict:
-    """Each order fitted on the train documents and scored on val: {name: (model, val loss)}."""
+def fit_ngrams(train_docs: Sequence[np.ndarray], val_docs: Sequence[np.ndarray], vocab_size: int,
+               orders: Sequence[int]) -> dict:
+    """Each order (baseline.dumb's `orders`) fitted on the train documents and scored on val: {name: (model,
+    val loss)}."""
     from recipe.baselines.ngram import NGram, name
 
     out = {}
-    for k in ORDERS:
+    for k in orders:
         m = NGram(k, vocab_size).fit(train_docs)
         out[name(k)] = (m, m.evaluate(val_docs)["loss"])
     return out

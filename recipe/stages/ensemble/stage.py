@@ -86,7 +86,10 @@ def run(cfg, ctx) -> StageResult:
         # scored on test only inside the look; not below the best one on val already decides the check
         ngrams = None
         if ds.inputs == "tokens" and getattr(ds, "streams", None):
-            ngrams = fit_ngrams(ds.doc_tokens["train"], ds.doc_tokens["val"], ds.vocab_size)
+            from recipe.baselines.ngram import orders_from
+
+            orders = orders_from(C.thresholds("baseline.dumb", cfg.checks))
+            ngrams = fit_ngrams(ds.doc_tokens["train"], ds.doc_tokens["val"], ds.vocab_size, orders)
             chosen_val = {"student": (student_info or {}).get("val"), "best_single": best.val}.get(final,
                                                                                                  ens_val["score"])
             on_val = check_on_val(ngrams, chosen_val, final)
