@@ -335,8 +335,9 @@ def _lost(wait_s: float) -> Optional[BaseException]:
             code = p.poll()
             if code is None or code == 0:
                 continue
-            if code < 0:
-                name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            if code < 0 or code == 130:     # a signal, or Ctrl-C that reached the child first (it exits 130)
+                name = "Ctrl-C" if code == 130 else \
+                    signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
                 return RankLost(f"rank {r} of {len(_children) + 1} (pid {p.pid}) was killed by {name}: the run "
                                 "stopped and the record says 'interrupted'; rerun the stage")
             tail = _tail(p.log_path)     # type: ignore[attr-defined]

@@ -76,6 +76,41 @@ def test_two_gloo_ranks_train_the_same_run_as_one_process(digits, tmp_path, opti
     assert D.rank_pids() == [] and not torch.distributed.is_initialized()
 
 
+def test_monitors_merge_what_each_rank_saw(digits):
+    """Dead units: a unit fired if it fired on any rank's share, so the merged never-active fractions equal one
+    process's on the same global batches; saturation: the mean of equal shares' fractions. On 8 rows (shares of
+    4) rank 0's half alone sees fewer units fire and another saturated fraction (checked by hand below)."""
+    def model():
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 16), nn.Tanh(), nn.Linear(16, 10))
+        with torch.no_grad():
+            m[0].bias.copy_(torch.linspace(-2.0, 0.0, 48))     # from rarely firing to often
+            m[2].bias.copy_(torch.linspace(-3.0, 3.0, 16))     # the outer tanh units near saturation
+            m[2].weight.mul_(6.0)                              # ... and on some rows past it
+        return m
+
+    _, _, tr, _ = digits
+    sub = tr.subset(torch.arange(8))
+    kw = dict(task="classification", num_classes=10, optimizer="sgd", lr=1e-4, batch_size=8, epochs=1, seed=0,
+              eval_train=False)
+    one = E.fit(model(), sub, None, devices=1, **kw)
+    two = E.fit(model(), sub, None, devices=2, **kw)
+    ev = {d: {c.id: c.evidence for c in r.health} for d, r in ((1, one), (2, two))}
+    dead1, dead2 = ev[1]["health.dead-units"]["never_active"], ev[2]["health.dead-units"]["never_active"]
+    assert dead1 == dead2 and 0 < dead1["1"] < 1
+    sat1, sat2 = ev[1]["health.saturation"]["saturated"], ev[2]["health.saturation"]["saturated"]
+    assert sat1["3"] == pytest.approx(sat2["3"], abs=1e-3) and 0 < sat1["3"] < 1
+    # what rank 0's own half (the first 4 rows of the batch order) shows: another dead fraction and saturation
+    m = model()
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        relu = m[1](m[0](sub.x[perm[:4]]))
+        tanh = m[3](m[2](relu))
+    half_dead = 1 - float((relu > 0).any(0).float().mean())
+    half_saturated = float(((tanh <= -0.99) | (tanh >= 0.99)).float().mean())
+    assert round(half_dead, 3) != dead1["1"] and abs(half_saturated - sat1["3"]) > 1e-3
+
+
 def test_unequal_shares_are_weighted(digits):
     """7 rows in one batch split 4 / 3: one SGD step equals one process's; the plain mean of the two shares'
     mean gradients (what DDP gives without the weights) is measurably another step."""
