@@ -1,9 +1,10 @@
 """One run across devices (train.devices): torchrun-style ranks around the one training loop, DDP inside it.
 
 The process that calls fit is rank 0: it keeps the model, the val split, the callbacks, metrics.jsonl and all
-that the stage writes. It starts ranks 1..N-1 as child processes (`python -m recipe.engine.distributed PAYLOAD`
-with torchrun's environment: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT on loopback) that only
-train. Every rank runs the same loop (train.fit -> loop.run_epochs) through these hooks:
+that the stage writes. It starts ranks 1..N-1 as child processes (`python -m recipe.engine.distributed`, with
+torchrun's environment: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT on loopback) that only train;
+each run reaches them as a payload file (model, train split, fit's arguments) named in the TCPStore. Every
+rank runs the same loop (train.fit -> loop.run_epochs) through these hooks:
 
 - batches: the same seeded permutation on every rank; each takes its contiguous share of every global batch;
 - gradients: DistributedDataParallel averages them; each rank's mean loss is weighted by its share of the batch
@@ -13,11 +14,12 @@ train. Every rank runs the same loop (train.fit -> loop.run_epochs) through thes
 - decisions: rank 0 alone evaluates val and runs early stopping, max_seconds and on_epoch (tune's pruner); it
   broadcasts its stop decision once per epoch.
 
-Under a stage (begin/end, from the runner) the child ranks stay up from the stage's first run across devices to
-its end and train each run rank 0 posts (a child's start, mostly importing torch, costs seconds); a run outside a
-stage starts and ends its own. A rank that dies ends the run: gloo reports the closed connection at the next collective (within a second),
-every collective has a timeout (RECIPE_DDP_TIMEOUT seconds), and a rank killed by a signal ends the stage as
-'interrupted' (RankLost is a KeyboardInterrupt: exit 130), one that crashed as failed with its traceback's tail.
+Under a stage (begin/end, called by the runner) the child ranks stay up from the stage's first run across
+devices to its end (a child's start, mostly importing torch, costs seconds); a run outside a stage starts and
+ends its own. A rank that dies ends the run: gloo reports the closed connection at the next collective (within
+a second), every collective has a timeout (RECIPE_DDP_TIMEOUT seconds), and a rank killed by a signal ends the
+stage 'interrupted' (RankLost is a KeyboardInterrupt: exit 130), one that crashed 'failed' with its traceback's
+last lines.
 """
 from __future__ import annotations
 
@@ -38,7 +40,17 @@ import torch.distributed as dist
 from recipe import threads
 from recipe.errors import RecipeError
 
-TIMEOUT_S = float(os.environ.get("RECIPE_DDP_TIMEOUT", 1800))   # a collective (and rank 0's val pass) may take this
+
+
+def _timeout_s() -> float:
+    """RECIPE_DDP_TIMEOUT: how long a collective (and so rank 0's val pass, which the others wait for) may take."""
+    try:
+        return max(1.0, float(os.environ.get("RECIPE_DDP_TIMEOUT", 1800)))
+    except ValueError:
+        return 1800.0
+
+
+TIMEOUT_S = _timeout_s()
 START_TIMEOUT_S = 300.0        # a child rank imports torch and loads the payload within this
 STOPS = ("completed", "early_stopping", "max_seconds", "pruned")   # rank 0's reasons, broadcast by index
 
@@ -146,7 +158,10 @@ class Rank:
         return loss * (weight * self.world), seen
 
     def agree(self, run, gone: list[int]) -> list[int]:
-        code = torch.tensor([STOPS.index(run.result.stopped) if gone else -1], device=self._comm_device())
+        """Rank 0's stop decision for the epoch (and its reason) on every rank."""
+        reason = run.result.stopped
+        code = torch.tensor([(STOPS.index(reason) if reason in STOPS else 0) if gone else -1],
+                            device=self._comm_device())
         dist.broadcast(code, src=0)
         if self.rank == 0:
             return gone

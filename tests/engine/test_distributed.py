@@ -138,6 +138,26 @@ def test_unequal_shares_are_weighted(digits):
     assert gap(m1, m3) > 100 * max(step_gap, 1e-8)
 
 
+def test_rank_zero_decides_when_the_run_stops(digits):
+    """Early stopping and a pruner (on_epoch) run on rank 0 only; the other rank stops at the same epoch, and
+    the restored best epoch is one process's."""
+    es = {"patience": 1, "metric": "val_loss"}
+    one, m1 = run(digits, 1, epochs=60, lr=3e-2, early_stopping=es)
+    two, m2 = run(digits, 2, epochs=60, lr=3e-2, early_stopping=es)
+    assert one.stopped == two.stopped == "early_stopping"
+    assert len(one.history) == len(two.history) < 60 and one.best_epoch == two.best_epoch
+    assert gap(m1, m2) < WEIGHT_ATOL
+
+    def prune_at_two(epoch, row):
+        if epoch == 2:
+            raise E.Pruned()
+
+    pruned, _ = run(digits, 2, epochs=60, on_epoch=prune_at_two)
+    assert pruned.stopped == "pruned" and len(pruned.history) == 2
+    assert sum(pruned.rank_samples) == pruned.samples == 2 * len(digits[2])
+    assert D.rank_pids() == [] and not torch.distributed.is_initialized()
+
+
 def test_a_killed_rank_interrupts_the_run_without_hanging(digits, tmp_path):
     killed = {}
 
