@@ -80,6 +80,8 @@ DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
 ForceOpt = typer.Option(False, "--force", help="Proceed past a refusing gate; recorded in the record.")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable summary on stdout.")
 QuietOpt = typer.Option(False, "-q", "--quiet", help="Only the final line on stderr.")
+DevicesOpt = typer.Option(None, "--devices", min=1, help="Train each run across N devices (DDP; gloo processes on "
+                                                         "CPU): train.devices for this run.")
 
 
 def _load_config(config: Optional[Path], overrides: Optional[List[str]], runs: Path):
@@ -180,9 +182,10 @@ def overfit_batch(config: Optional[Path] = ConfigArg, overrides: Optional[List[s
 @handled
 def regularize(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt,
                device: str = DeviceOpt, force: bool = ForceOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
-               jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="Worker processes for the ladder.")):
+               jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="Worker processes for the ladder."),
+               devices: Optional[int] = DevicesOpt):
     """Stage 4: bias vs variance, each regularizer alone with seed noise, the combination kept."""
-    _exit(_stage("regularize", config, overrides, runs, device, force, quiet, as_json, jobs=jobs))
+    _exit(_stage("regularize", config, overrides, runs, device, force, quiet, as_json, jobs=jobs, devices=devices))
 
 
 class Pruner(str, Enum):
@@ -216,16 +219,18 @@ def tune(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = Se
 @app.command()
 @handled
 def ensemble(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt,
-             device: str = DeviceOpt, force: bool = ForceOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt):
+             device: str = DeviceOpt, force: bool = ForceOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
+             devices: Optional[int] = DevicesOpt):
     """Stage 6: ensemble the top tuned models, then evaluate the sealed test split once."""
-    _exit(_stage("ensemble", config, overrides, runs, device, force, quiet, as_json))
+    _exit(_stage("ensemble", config, overrides, runs, device, force, quiet, as_json, devices=devices))
 
 
 @app.command()
 @handled
 def run(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt,
         device: str = DeviceOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
-        rerun: bool = typer.Option(False, "--rerun", help="Rerun stages that are already up to date.")):
+        rerun: bool = typer.Option(False, "--rerun", help="Rerun stages that are already up to date."),
+        devices: Optional[int] = DevicesOpt):
     """All stages in order; stages already passed and fresh are skipped; stops at the first that does not pass."""
     from recipe.workspace import STAGES, Workspace, stage_state
 
@@ -240,7 +245,7 @@ def run(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = Set
             con.print(f"[green]{stage}[/green]: up to date (passed); --rerun to run it again")
             results.append({"stage": stage, "status": "up to date", "exit_code": 0})
             continue
-        code = _stage(stage, cfg.path, overrides, runs, device, False, quiet, False)
+        code = _stage(stage, cfg.path, overrides, runs, device, False, quiet, False, devices=devices)
         results.append({"stage": stage, "exit_code": code})
         if code:
             break

@@ -124,6 +124,10 @@ def _locked(stage, module, cfg, ws, options, console, problems, config_now) -> t
         start = time.perf_counter()
         record["device"] = ctx.options.device       # the resolved device is recorded when the stage used one
         record["versions"] = _versions()
+        if stage in TRAINS:      # where this stage's runs use train.devices, and why (recipe/engine/distributed.py)
+            from recipe.engine import distributed
+
+            record["devices"] = distributed.begin(stage, cfg, options)
         interrupts.begin()
         try:
             result: StageResult = module.run(cfg, ctx)
@@ -144,6 +148,9 @@ def _locked(stage, module, cfg, ws, options, console, problems, config_now) -> t
                           artifacts=ctx.artifacts.files, seconds=round(time.perf_counter() - start, 3), checks=[])
             ws.write_record(stage, record)
             raise
+        finally:
+            if stage in TRAINS:
+                distributed.end()
         interrupts.hold()    # the stage's work is done: writing its outcome must not be cut short
         if ctx._device is not None:
             record["device"] = str(ctx._device)

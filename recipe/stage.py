@@ -31,6 +31,7 @@ class Options:
     quiet: bool = False
     json: bool = False
     jobs: Optional[int] = None
+    devices: Optional[int] = None                        # --devices: train.devices for this run of the stage
     tune: dict[str, Any] = field(default_factory=dict)   # CLI-only tune options (method flags, storage)
 
 

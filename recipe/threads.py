@@ -49,6 +49,11 @@ def set_share(processes: int) -> None:
     _share = max(1, int(processes))
 
 
+def share() -> int:
+    """How many processes split this machine's cores now (1 unless this is one of --jobs or train.devices)."""
+    return _share
+
+
 def _low_priority() -> bool:
     try:
         return os.nice(0) > 0

@@ -182,6 +182,9 @@ class TrainConfig(Section):
     warmup_fraction: Optional[float] = Field(None, ge=0, lt=1, description="Warmup as a fraction of all steps "
                                                                            "(instead of warmup_steps).")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine: the final lr as a fraction of train.lr.")
+    devices: int = Field(1, ge=1, le=1024, description="Processes that train one run together (DistributedDataParallel: "
+                                                       "one per GPU with NCCL, gloo on CPU); regularize and ensemble "
+                                                       "honour it, see README.")
 
     @model_validator(mode="after")
     def _one_warmup(self):

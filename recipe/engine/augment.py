@@ -1,6 +1,7 @@
 """Augmentations applied on the device inside the training loop (regularize's augment rung)."""
 from __future__ import annotations
 
+import functools
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -27,23 +28,24 @@ def _shift(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def build(kinds: Sequence[str], shape: Sequence[int]) -> Optional[Augment]:
-    """A batch transform for `kinds` (hflip, crop, shift, noise), or None when there is nothing to do."""
+    """A batch transform for `kinds` (hflip, crop, shift, noise), or None when there is nothing to do.
+
+    A partial of a module-level function, not a closure: train.devices sends it to the other ranks by pickle."""
     kinds = list(kinds)
     if not kinds:
         return None
-    image = len(shape) == 3
+    return functools.partial(_apply, tuple(kinds), tuple(shape))
 
-    def apply(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
-        if image and any(k in kinds for k in ("hflip", "crop", "shift")):
-            img = x.reshape(len(x), *shape)
-            if "hflip" in kinds:
-                flip = torch.rand(len(x), generator=gen, device=x.device) < 0.5
-                img = torch.where(flip[:, None, None, None], img.flip(-1), img)
-            if "crop" in kinds or "shift" in kinds:
-                img = _shift(img, gen)
-            x = img.reshape(len(x), -1)
-        if "noise" in kinds:
-            x = x + NOISE_STD * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-        return x, y
 
-    return apply
+def _apply(kinds: tuple, shape: tuple, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+    if len(shape) == 3 and any(k in kinds for k in ("hflip", "crop", "shift")):
+        img = x.reshape(len(x), *shape)
+        if "hflip" in kinds:
+            flip = torch.rand(len(x), generator=gen, device=x.device) < 0.5
+            img = torch.where(flip[:, None, None, None], img.flip(-1), img)
+        if "crop" in kinds or "shift" in kinds:
+            img = _shift(img, gen)
+        x = img.reshape(len(x), -1)
+    if "noise" in kinds:
+        x = x + NOISE_STD * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+    return x, y

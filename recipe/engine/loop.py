@@ -30,6 +30,8 @@ class RunResult:
     health: list = field(default_factory=list)
     first_loss: float = float("nan")
     precision: str = "fp32"                                  # what the run really used (resolve_precision)
+    devices: int = 1                                         # ranks that trained it (train.devices)
+    rank_samples: list = field(default_factory=list)         # with devices > 1: the samples each rank trained on
 
     @property
     def samples_per_second(self) -> float:
@@ -143,6 +145,9 @@ class _Loop:
                         if j not in gone and run.seconds > self.max_seconds:
                             run.result.stopped = "max_seconds"
                             gone.append(j)
+                agree = getattr(s, "agree", None)   # one run across devices: rank 0's decision holds on every rank
+                if agree is not None:
+                    gone = agree(sorted(gone))
                 if gone:
                     self.leave(sorted(gone))
             if s.active:

@@ -170,18 +170,32 @@ def fit(
     eval_train: bool = True,
     grad_clip: Optional[float] = None,
     schedule: Optional[Schedule] = None,
+    devices: int = 1,
 ) -> RunResult:
     """Train `model` in place; returns history, best val metrics and health checks.
 
     With restore_best, the weights at the best val epoch are loaded back at the end (early stopping).
     grad_clip caps the global gradient norm before each step; schedule sets each step's lr from `lr` over the
     run's epochs x steps per epoch (warmup, cosine). Both None: today's loop, bit for bit.
+    devices > 1 trains this one run with DistributedDataParallel over that many processes, this one rank 0
+    (recipe/engine/distributed.py); the same global batches in the same order, so the same run up to float order.
     The epochs run in the engine's one epoch loop (recipe/engine/loop.py), as every stacked member's do.
     """
+    rank = None
+    if devices > 1:
+        from recipe.engine import distributed
+
+        rank = distributed.current()
+        if rank is None:        # start the other ranks; this process re-enters fit as rank 0
+            kwargs = {k: v for k, v in locals().items() if k not in ("model", "train", "val", "devices", "rank",
+                                                                     "distributed")}
+            return distributed.fit(fit, model, train, val, devices, kwargs)
     device = train.x.device
     seed_everything(seed)
     gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
+    gen.manual_seed(seed)                   # the batch order: the same on every rank
+    if rank is not None:
+        torch.manual_seed(seed + rank.rank)     # dropout masks differ between the ranks' shares
     model.to(device)
     used, note = resolve_precision(device, precision)
     _note(note)
@@ -189,15 +203,16 @@ def fit(
     log = RunLog(metrics_path)
     health = Health(model, every=monitor_every, thresholds=health_thresholds, amp_scaled=scaler is not None,
                     on_flush=log.step)
-    run = loop.Run(result=RunResult(precision=used), health=health, log=log, model=model, on_epoch=on_epoch,
-                   progress=progress, gen=gen, seed=seed)
+    run = loop.Run(result=RunResult(precision=used, devices=devices), health=health, log=log, model=model,
+                   on_epoch=on_epoch, progress=progress, gen=gen, seed=seed)
     single = Single(run, train, val, task=task, num_classes=num_classes, precision=used, scaler=scaler,
                     opt=make_optimizer(optimizer, model.parameters(), lr, weight_decay),
                     batch_size=min(batch_size, len(train)), augment=augment, grad_clip=grad_clip,
-                    schedule=None if schedule is None or schedule.is_constant else schedule, lr=lr, epochs=epochs)
+                    schedule=None if schedule is None or schedule.is_constant else schedule, lr=lr, epochs=epochs,
+                    rank=rank)
     thread_scope = contextlib.ExitStack()     # threads from the work size: see recipe/threads.py
     if device.type == "cpu":
-        work = threads.macs_per_sample(model, train.x) * single.bs
+        work = threads.macs_per_sample(model, train.x) * single.bs / devices     # a rank's share of a step
         thread_scope.enter_context(threads.using(threads.for_work(work)))
     with thread_scope:
         loop.run_epochs(single, epochs=epochs, early_stopping=early_stopping, max_seconds=max_seconds,
@@ -210,7 +225,7 @@ class Single:
 
     def __init__(self, run: loop.Run, train: Tensors, val: Optional[Tensors], *, task: str, num_classes: int,
                  precision: str, scaler, opt, batch_size: int, augment=None, grad_clip: Optional[float] = None,
-                 schedule: Optional[Schedule] = None, lr: float = 0.0, epochs: int = 1):
+                 schedule: Optional[Schedule] = None, lr: float = 0.0, epochs: int = 1, rank=None):
         self.active, self.step, self.task = [run], 0, task
         self.train, self.val, self.num_classes, self.precision = train, val, num_classes, precision
         self.scaler, self.opt, self.bs, self.augment = scaler, opt, batch_size, augment
@@ -220,6 +235,12 @@ class Single:
         self.t = tasks.get(task)
         self.compute_loss = loss_fn(task)
         self.num_outputs = self.t.num_outputs(num_classes)
+        # one run across devices (distributed.Rank): the forward goes through DDP, which averages the gradients;
+        # augment draws from a generator of its own so the batch order stays the same on every rank
+        self.rank = rank
+        self.net = run.model if rank is None else rank.wrap(run.model)
+        self.aug_gen = run.gen if rank is None else rank.generator(train.x.device, run.seed)
+        self.local_samples = 0
 
     def train_epoch(self, epoch: int, leave) -> list[float]:
         run, train, step = self.active[0], self.train, self.step
@@ -234,22 +255,29 @@ class Single:
                 idx = perm[i:i + self.bs]
                 if len(idx) < 2 and batches:  # a 1-sample tail batch breaks BatchNorm and adds noise
                     continue
-                xb, yb = train.x[idx], train.y[idx]
+                mine = idx if self.rank is None else self.rank.share(idx)    # this rank's rows of the batch
+                if mine is None:
+                    continue
+                xb, yb = train.x[mine], train.y[mine]
                 if self.augment is not None:
-                    xb, yb = self.augment(xb, yb, run.gen)
+                    xb, yb = self.augment(xb, yb, self.aug_gen)
                 health.before_forward(step)
                 if self.ac is None:
-                    out = model(xb)
+                    out = self.net(xb)
                 else:
                     with self.ac:
-                        out = model(xb)
+                        out = self.net(xb)
                 if step == 0:
-                    out = check_output(out, len(idx), self.task, self.num_outputs)
+                    out = check_output(out, len(mine), self.task, self.num_outputs)
                 else:
                     out = self.t.flat(out)
                 loss = self.compute_loss(out.float(), yb)    # float32 loss under bf16/fp16 autocast
+                if self.rank is not None:     # the global batch's loss for the monitors, its share for backward
+                    loss, seen = self.rank.split_loss(loss, len(mine), len(idx))
+                else:
+                    seen = loss
                 if step == 0:
-                    result.first_loss = float(loss.detach())
+                    result.first_loss = float(seen.detach())
                 opt.zero_grad(set_to_none=True)
                 if self.schedule is not None:
                     lr = self.base_lr * self.schedule.factor(step, self.total_steps)
@@ -270,12 +298,13 @@ class Single:
                     scaler.step(opt)
                     scaler.update()
                 health.after_step(step)
-                epoch_loss += loss.detach()
-                health.on_batch_end(step, loss)
+                epoch_loss += seen.detach()
+                health.on_batch_end(step, seen)
                 step += 1
                 self.step = step
                 batches += 1
                 result.samples += len(idx)
+                self.local_samples += len(mine)
             health.flush(step - 1)
         except NonFiniteLoss:
             result.stopped = "non_finite"
@@ -290,8 +319,14 @@ class Single:
         return copy.deepcopy(self.active[j].model.state_dict())
 
     def release(self, positions: list[int]) -> list:
+        if self.rank is not None:     # every rank leaves here at once: merge what each one saw
+            self.rank.merge(self.active[0], self.local_samples)
         self.active = []
         return [None]
+
+    def agree(self, gone: list[int]) -> list[int]:
+        """The loop's stop decision: rank 0's (it alone evaluates and runs the callbacks) on every rank."""
+        return gone if self.rank is None else self.rank.agree(self.active[0], gone)
 
     def load(self, run: loop.Run, weights) -> None:
         if weights is not None:
@@ -323,6 +358,9 @@ def fit_from_config(model, train: Tensors, val: Optional[Tensors], cfg, ds, *, s
         restore_best=t.early_stopping is not None,   # without early stopping, the last epoch is the model
         health_thresholds=cfg.checks, grad_clip=t.grad_clip, schedule=schedule_from_config(t),
     )
+    from recipe.engine import distributed
+
+    params["devices"] = distributed.devices_for(cfg)     # train.devices where the stage honours it
     if cfg.data.augment:
         from recipe.engine.augment import build
 
