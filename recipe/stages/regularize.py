@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
-
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -121,7 +119,8 @@ def learning_curve(points: dict[float, Variant], ref: Variant, unit: str = "rows
     predicted = errs[1.0] * 2 ** slope
     gain = errs[1.0] - predicted
     return {"fractions": fr, "unit": unit, "train_size": [(sizes or {}).get(f) for f in fr],
-            "val_error": [errs[f] for f in fr], "val_std": [points[f].val_std for f in fr], "slope": slope, "predicted_error_2x": predicted, "predicted_gain_2x": gain,
+            "val_error": [errs[f] for f in fr], "val_std": [points[f].val_std for f in fr], "slope": slope,
+            "predicted_error_2x": predicted, "predicted_gain_2x": gain,
             "more_data_helps": bool(gain > max(ref.val_std, 0.002))}
 
 

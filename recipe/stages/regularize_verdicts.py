@@ -104,17 +104,11 @@ def bootstrap_lower(delta: np.ndarray, seed: int, draws: int = 1000, level: floa
     return float(np.quantile(means, level))
 
 
-def paired_rows(task: str, net_out: np.ndarray, base_pred: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    """Per val row, both models' correctness (classification) or loss (regression's squared error, standardized
-    units): the task's baseline_rows."""
-    return tasks.get(task).baseline_rows(net_out, base_pred, y)
-
-
 def check_beats_baselines(rows: dict[str, np.ndarray], task: str, baselines: dict, th, seed: int,
                           chosen_val_mean: float) -> C.Check:
     """The shipped model against the best dumb baseline on the same val rows. Classification: exact McNemar test on
-    the rows where exactly one of them is right; regression: paired bootstrap of the per-row squared-error
-    difference. Ahead passes, behind within noise (a one-row difference always is) warns, behind beyond it fails."""
+    the rows where exactly one of them is right; regression and language models: paired bootstrap of the per-row loss
+    difference (squared error; nats per token of each val window). Ahead passes, behind within noise (a one-row difference always is) warns, behind beyond it fails."""
     name, alpha = baselines["best_dumb"], th["alpha"]
     n = len(rows["net"])
     ev: dict[str, Any] = {"best_dumb": name, "best_dumb_val": round(baselines["best_dumb_val"], 4), "val_rows": n,

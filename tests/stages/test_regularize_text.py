@@ -160,3 +160,29 @@ def test_a_lower_loss_beats_and_errors_are_the_loss():
     assert check_still_improving(_lm("c", 1, 1, [flat]), th).status == "pass"
     rising = [{"val_score": 1.0 + 0.05 * e} for e in range(10)]              # overfitting: no improvement at all
     assert check_still_improving(_lm("c", 1, 1, [rising]), th).status == "pass"
+
+
+@pytest.mark.slow
+def test_text_classifier_chain_through_regularize(tmp_path):
+    import yaml
+
+    from tests.stages.test_baseline_text import _class_config
+
+    cfg = _class_config(tmp_path)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["regularize"] = {"seeds": 1, "ladder": ["learning_curve", "augment", "smaller_model", "dropout"]}
+    cfg.write_text(yaml.safe_dump(raw))
+    runs = tmp_path / "runs"
+    for stage in ("inspect", "baseline", "overfit-batch"):
+        assert invoke(stage, cfg, "--runs", runs, "-q").exit_code == 0, stage
+    fit = check(record(runs, "tc", "overfit-batch"), "overfit.train-fit")
+    assert fit["evidence"]["must_beat"] == "best_dumb_val" and fit["evidence"]["higher_is_better"] is True
+    assert invoke("regularize", cfg, "--runs", runs, "-q").exit_code in (0, 1)
+    rec = record(runs, "tc", "regularize")
+    beat = check(rec, "regularize.beats-baselines")["evidence"]
+    assert beat["test"] == "exact McNemar" and beat["best_dumb"] in ("majority", "bag_of_words")
+    assert beat["val_rows"] == len(load(config.load(cfg)).val.y)
+    assert "augment: augmentation is off for text" in " ".join(check(rec, "regularize.ladder")["evidence"]["skipped"])
+    lc = json.loads((runs / "tc" / "regularize" / "ablation.json").read_text())["diagnostics"]["learning_curve"]
+    ds = load(config.load(cfg))
+    assert lc["unit"] == "tokens" and lc["train_size"][-1] == int((ds.train.x != ds.pad_id).sum())
