@@ -158,7 +158,7 @@ def test_score_ngrams_pairs_the_network_and_the_ngram_model_by_document():
 
     rng = np.random.default_rng(0)
     docs = [rng.integers(0, 4, 40) for _ in range(9)]
-    fitted = fit_ngrams(docs[:5], docs[5:7], 4)
+    fitted = fit_ngrams(docs[:5], docs[5:7], 4, (1, 2, 3, 5))
     assert set(fitted) == {"unigram", "bigram", "kn3gram", "kn5gram"}
     test = docs[7:]
     num, den = doc_sums(fitted["unigram"][0], test)
@@ -184,7 +184,7 @@ def test_a_context_blind_model_fails_beats_ngram_on_order_dependent_text():
 
     rng = np.random.default_rng(1)
     docs = [np.tile(rng.permutation(6)[:4], 10) for _ in range(12)]         # 40 tokens each, 6 symbols
-    fitted = fit_ngrams(docs[:8], docs[8:10], 6)
+    fitted = fit_ngrams(docs[:8], docs[8:10], 6, (1, 2, 3, 5))
     test = docs[10:]
     y = torch.from_numpy(np.concatenate(test)[1:79].reshape(6, 13))        # 6 windows' targets, 3 per document
     rows = np.array([0, 0, 0, 1, 1, 1])
