@@ -144,7 +144,12 @@ def _run(cfg, ctx) -> StageResult:
     ladder = list(rcfg.ladder)
     base_cfg = cfg.with_overrides(base)
     rungs = ladder_rungs(cfg, ds, base_cfg)
-    jobs = ctx.options.jobs or rcfg.jobs
+    from recipe.devices import plan_jobs
+
+    jobs_plan = plan_jobs(ctx.options.jobs or rcfg.jobs, ctx.options.device,     # --jobs auto, GPU pinning
+                          "--jobs" if ctx.options.jobs else "regularize.jobs")
+    jobs = jobs_plan.jobs
+    ctx.log(f"regularize: {jobs} worker{'s' if jobs > 1 else ''} ({jobs_plan.reason})")
     budget = rcfg.budget_seconds
     started = time.perf_counter()
     checks: list[C.Check] = []
@@ -153,7 +158,7 @@ def _run(cfg, ctx) -> StageResult:
     planned = (2 + len(ladder) + 3) * rcfg.seeds
     reach = reachable_error(rcfg.target_error, baselines, label_noise_rate(ctx.workspace.read_record("inspect")))
     with ctx.progress(f"regularize ({jobs} job{'s' if jobs > 1 else ''})", planned) as bar, \
-            Trainer(cfg, ctx, base, bar, jobs) as trainer:
+            Trainer(cfg, ctx, base, bar, jobs, jobs_plan.gpus) as trainer:
         ref = trainer.run("reference", {}, keep_models=True)
         variants: list[Variant] = [ref]
         bv, verdict = bias_variance(ref, reach, th("regularize.bias-variance"))
@@ -305,4 +310,6 @@ def _run(cfg, ctx) -> StageResult:
     # that diverged is evidence about that rung, not a failure of the stage
     return StageResult(checks, metrics={"chosen_val": chosen.val_mean, "reference_val": ref.val_mean,
                                         "verdict": verdict, "runs": runs_done, "reused_runs": trainer.reused},
-                       summary=summary, extra={"health": worst_per_check(trainer.health_runs)})
+                       summary=summary, extra={"health": worst_per_check(trainer.health_runs),
+                                               "jobs": {**jobs_plan.record(),
+                                                        "workers": list(trainer.placements.values())}})
