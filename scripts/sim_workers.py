@@ -14,9 +14,12 @@ Counted on the server, not guessed: `statements/trial` is the calls pg_stat_stat
 database (BEGIN and COMMIT included: with psycopg outside pipeline mode each statement is one client round trip),
 split into reads (SELECT), writes (INSERT/UPDATE/DELETE) and the rest (BEGIN/COMMIT/ROLLBACK/SET/SHOW, the study
 lock); `xacts/trial` is pg_stat_database's xact_commit + xact_rollback delta; `lock ms/trial` the time the server
-spent in pg_advisory_lock (the study lock: waiting workers sit there). The server is measured from another
-database, so the measuring adds nothing. `trials/min` is counted trials over the time from the barrier to the last
-trial's end. With --journal each K also runs on Optuna's journal file (recipe's one-machine default) for
+spent in pg_advisory_lock (the study lock: waiting workers sit there). `join stmts/worker` is what one worker
+spends joining the study (opening the storage, loading the study, one look at the budget), measured in a first
+pass with a budget of 0; the tune pass pays it again per worker, so it is inside statements/trial too. The server is measured from another
+database, so the measuring adds nothing. `trials/min` is counted trials over the time from the barrier until the last
+worker's loop returned (`span s`; interpreter teardown excluded); `s in trial` the mean time from a trial's ask to its tell (training, its storage writes, its
+checkpoint). With --journal each K also runs on Optuna's journal file (recipe's one-machine default) for
 comparison; it has no server to count, so its statement columns are empty.
 
 On a machine with fewer cores than K, K workers share the cores: trials/min then measures the CPUs, not the
@@ -36,15 +39,14 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-COLUMNS = ("storage", "K", "trials", "trials/min", "statements/trial", "reads/trial", "writes/trial",
-           "other/trial", "xacts/trial", "lock ms/trial", "wall s")
+COLUMNS = ("storage", "K", "trials", "trials/min", "s in trial", "statements/trial", "reads/trial", "writes/trial",
+           "other/trial", "xacts/trial", "lock ms/trial", "join stmts/worker", "span s")
 CONFIG = {"name": "sim", "seed": 0, "data": {"source": "builtin:digits"},
           "model": {"kind": "mlp", "hidden": [16]}, "train": {"lr": 3e-3, "batch_size": 64, "epochs": 2},
           "ensemble": {"top_k": 2}}
@@ -133,8 +135,9 @@ class Meter:
 # ----------------------------------------------------------------------------- the workers
 
 
-def _worker(raw: dict, base_dir: str, plan: dict, worker: int, jobs: int, ready, go) -> None:
-    """One worker process: everything loaded before the barrier, then tune's own worker loop."""
+def _worker(raw: dict, base_dir: str, plans: list, worker: int, jobs: int, barrier, gates, finished) -> None:
+    """One worker process: everything loaded before the first barrier, then tune's own worker loop once per plan
+    (each after the next gate opens), writing the time it returned into `finished`."""
     from recipe import threads
 
     threads.configure_env()
@@ -144,15 +147,24 @@ def _worker(raw: dict, base_dir: str, plan: dict, worker: int, jobs: int, ready,
     from recipe.data import load
     from recipe.engine.train import pick_device
     from recipe.stages.tune.objective import Objective  # noqa: F401  (imported before the clock starts)
+    from recipe.stages.tune.storage import open_storage
     from recipe.stages.tune.worker import Plan, work
 
     cfg = validate(raw)
     cfg._base_dir = Path(base_dir)
     ds = load(cfg)
     device = pick_device("cpu")
-    ready.wait()
-    go.wait()
-    work(cfg, ds, device, Plan(**plan), worker=worker)
+    import torch
+
+    w = torch.zeros(1, requires_grad=True)        # a process's first optimizer step imports torch._dynamo
+    w.sum().backward()                              # (seconds): before the clock, not in the first trial
+    torch.optim.Adam([w]).step()
+    open_storage(plans[0]["storage"])               # the storage's modules (SQLAlchemy, alembic) imported
+    for plan, gate in zip(plans, gates):
+        barrier.wait()
+        gate.wait()
+        work(cfg, ds, device, Plan(**plan), worker=worker)
+        finished[worker] = time.time()
 
 
 def _plan(storage: str, name: str, trials: int, folder: Path):
@@ -178,31 +190,39 @@ def simulate(storage: str, kind: str, k: int, trials: int, epochs: int, folder: 
     sub = folder / name
     (sub / "checkpoints").mkdir(parents=True)
     optuna.create_study(study_name=name, storage=open_storage(storage), direction="maximize")
-    plan = _plan(storage, name, trials, sub)
+    # two runs of the workers' loop on the study: with a budget of 0 (each worker only joins: opens the storage,
+    # loads the study, takes the lock once, finds the budget met), then the tune itself; the first measures the
+    # per-worker cost of joining, which the second also pays once per worker
+    plans = [asdict(_plan(storage, name, 0, sub)), asdict(_plan(storage, name, trials, sub))]
     spawn = mp.get_context("spawn")
-    ready, go = spawn.Barrier(k + 1), spawn.Event()
-    procs = [spawn.Process(target=_worker, args=(raw, str(folder), asdict(plan), w, k, ready, go), daemon=True)
-             for w in range(k)]
+    barrier, gates, finished = spawn.Barrier(k + 1), [spawn.Event(), spawn.Event()], spawn.Array("d", k)
+    procs = [spawn.Process(target=_worker, args=(raw, str(folder), plans, w, k, barrier, gates, finished),
+                           daemon=True) for w in range(k)]
     for p in procs:
         p.start()
-    ready.wait(timeout=600)           # every worker has torch, the data and the code loaded
+    barrier.wait(timeout=900)         # every worker has torch, the data and the code loaded
+    join = None
     if meter is not None:
         meter.reset()
+    gates[0].set()
+    barrier.wait(timeout=900)         # every worker has joined and left
+    if meter is not None:
+        join = meter.statements()["statements"]
+        meter.reset()
         before = meter.xacts()
-    started, start_dt = time.perf_counter(), datetime.now()
-    go.set()
+    start = time.time()
+    gates[1].set()
     for p in procs:
         p.join(timeout=1800)
-    wall = time.perf_counter() - started
     bad = [p.exitcode for p in procs if p.exitcode != 0]
     if bad:
         raise SystemExit(f"sim_workers: K={k} {kind}: worker exit codes {bad}")
     study = optuna.load_study(study_name=name, storage=open_storage(storage))
     done = [t for t in study.get_trials(deepcopy=False) if counted(t)]
-    end = max(t.datetime_complete for t in done if t.datetime_complete)
-    span = max((end - start_dt).total_seconds(), 1e-9)
+    span = max(max(finished) - start, 1e-9)      # until the last worker's loop returned (not its teardown)
+    inside = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done if t.datetime_complete]
     row = {"storage": kind, "K": k, "trials": len(done), "trials/min": round(len(done) / span * 60, 1),
-           "wall s": round(wall, 2)}
+           "s in trial": round(sum(inside) / len(inside), 2), "span s": round(span, 2)}
     if meter is not None:
         time.sleep(1.5)               # exited backends flush their counters; then read them
         stats, xacts = meter.statements(), meter.xacts() - before
@@ -211,7 +231,8 @@ def simulate(storage: str, kind: str, k: int, trials: int, epochs: int, folder: 
                     "writes/trial": round(stats["writes"] / len(done), 1),
                     "other/trial": round(stats["other"] / len(done), 1),
                     "xacts/trial": round(xacts / len(done), 1),
-                    "lock ms/trial": round(stats["lock_ms"] / len(done), 2)})
+                    "lock ms/trial": round(stats["lock_ms"] / len(done), 2),
+                    "join stmts/worker": round(join / k, 1)})
     return row
 
 

@@ -118,3 +118,42 @@ def test_regularize_jobs_auto_pins_each_pool_process_to_its_gpu(tmp_path, monkey
     assert all(p["cuda_visible_devices"] == p["gpu"] for p in placements), placements
     assert sorted(p["gpu"] for p in placements) == ["0", "1"], placements     # two processes, one GPU each
     assert len({p["pid"] for p in placements}) == 2 and os.getpid() not in {p["pid"] for p in placements}
+
+
+@pytest.mark.slow
+def test_sim_workers_table_for_two_workers_on_postgres(tmp_path):
+    """scripts/sim_workers.py, K=2 on a throwaway PostgreSQL: the table's columns, every trial counted, and
+    round-trip counts a real tune produces (each trial asks, sets its params and attrs, reports, tells: tens of
+    statements, each BEGIN ... COMMIT pair a transaction)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql; .ci/run does it)")
+    pytest.importorskip("psycopg")
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "rows.json"
+    p = subprocess.run([sys.executable, str(root / "scripts" / "sim_workers.py"), "--workers", "2", "--trials", "6",
+                        "--journal", "--json", str(out)], capture_output=True, text=True, timeout=600, cwd=root)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = p.stdout.strip().splitlines()
+    assert lines[0].startswith("load before: ") and lines[-1].startswith("load after: ")
+    assert lines[1].split() == ["storage", "K", "trials", "trials/min", "s", "in", "trial", "statements/trial",
+                                "reads/trial", "writes/trial", "other/trial", "xacts/trial", "lock", "ms/trial",
+                                "join", "stmts/worker", "span", "s"]
+    pg, journal = json.loads(out.read_text())
+    assert [lines[2].split()[0], lines[3].split()[0]] == ["postgresql", "journal"]
+    assert (pg["storage"], pg["K"], pg["trials"]) == ("postgresql", 2, 6) and (journal["K"], journal["trials"]) == (2, 6)
+    for row in (pg, journal):
+        assert 0 < row["s in trial"] < row["span s"] and row["trials/min"] == pytest.approx(
+            6 / row["span s"] * 60, rel=0.02)
+    # every trial: BEGIN/COMMIT around each storage call, so 'other' holds at least two per transaction ...
+    assert pg["statements/trial"] == pytest.approx(pg["reads/trial"] + pg["writes/trial"] + pg["other/trial"],
+                                                   abs=0.15)
+    assert 20 <= pg["statements/trial"] <= 1000 and pg["writes/trial"] >= 5      # ask, params, attrs, tell
+    assert 5 <= pg["xacts/trial"] <= pg["statements/trial"] / 2
+    assert pg["join stmts/worker"] >= 3 and pg["lock ms/trial"] >= 0
+    assert "statements/trial" not in journal or journal.get("statements/trial") is None
+    assert lines[3].split()[5] == "-"                        # the journal has no server to count

@@ -44,9 +44,13 @@ def _next_grid_point(points: list[dict], trials) -> Optional[dict]:
 
 def join_study(cfg, plan: Plan):
     """This process's handle on the shared study, with its own sampler and pruner."""
+    import warnings
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # recipe keeps each asked trial's heartbeat itself (P.heartbeat), which Optuna warns about on every ask
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     return optuna.load_study(study_name=plan.study_name, storage=open_storage(plan.storage),
                              sampler=make_sampler(plan.method, plan.seed),
                              pruner=make_pruner(plan.pruner, max_epochs(cfg, plan.space), plan.trials))
