@@ -14,7 +14,12 @@ Counted on the server, not guessed: `statements/trial` is the calls pg_stat_stat
 database (BEGIN and COMMIT included: with psycopg outside pipeline mode each statement is one client round trip),
 split into reads (SELECT), writes (INSERT/UPDATE/DELETE) and the rest (BEGIN/COMMIT/ROLLBACK/SET/SHOW, the study
 lock); `xacts/trial` is pg_stat_database's xact_commit + xact_rollback delta; `lock ms/trial` the time the server
-spent in pg_advisory_lock (the study lock: waiting workers sit there). `join stmts/worker` is what one worker
+spent in pg_advisory_lock (the study lock: waiting workers sit there); `hold ms/take` the time a worker held the
+study lock per take (timed in the workers around recipe's StudyLock, unlock included): the study hands out at
+most 1000 / hold trials a second, whatever K. `SQL/take` counts the statements the storage sent while the lock was
+held (SQLAlchemy's, without BEGIN/COMMIT): on a cluster a take costs about that many network round trips under
+the lock. `server ms/trial` is the time PostgreSQL spent executing the trial's statements (lock waits
+excluded): what is left of the hold is round-trip latency (here: the scheduler of a loaded machine). `join stmts/worker` is what one worker
 spends joining the study (opening the storage, loading the study, one look at the budget), measured in a first
 pass with a budget of 0; the tune pass pays it again per worker, so it is inside statements/trial too. The server is measured from another
 database, so the measuring adds nothing. `trials/min` is counted trials over the time from the barrier until the last
@@ -46,7 +51,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 COLUMNS = ("storage", "K", "trials", "trials/min", "s in trial", "statements/trial", "reads/trial", "writes/trial",
-           "other/trial", "xacts/trial", "lock ms/trial", "join stmts/worker", "span s")
+           "other/trial", "xacts/trial", "server ms/trial", "lock ms/trial", "hold ms/take", "SQL/take",
+           "join stmts/worker", "span s")
 CONFIG = {"name": "sim", "seed": 0, "data": {"source": "builtin:digits"},
           "model": {"kind": "mlp", "hidden": [16]}, "train": {"lr": 3e-3, "batch_size": 64, "epochs": 2},
           "ensemble": {"top_k": 2}}
@@ -116,7 +122,7 @@ class Meter:
         rows = self.conn.execute(
             "SELECT s.query, s.calls, s.total_exec_time FROM pg_stat_statements s JOIN pg_database d "
             "ON d.oid = s.dbid WHERE d.datname = %s", (self.db,)).fetchall()
-        out = {"statements": 0, "reads": 0, "writes": 0, "other": 0, "lock_ms": 0.0}
+        out = {"statements": 0, "reads": 0, "writes": 0, "other": 0, "lock_ms": 0.0, "server_ms": 0.0}
         for query, calls, ms in rows:
             word = query.lstrip("( \n").split(None, 1)[0].upper() if query.strip() else ""
             kind = "reads" if word in ("SELECT", "WITH") else \
@@ -124,6 +130,8 @@ class Meter:
             if "pg_advisory_lock" in query:
                 kind = "other"
                 out["lock_ms"] += ms
+            else:
+                out["server_ms"] += ms
             out[kind] += calls
             out["statements"] += calls
         return out
@@ -135,9 +143,44 @@ class Meter:
 # ----------------------------------------------------------------------------- the workers
 
 
-def _worker(raw: dict, base_dir: str, plans: list, worker: int, jobs: int, barrier, gates, finished) -> None:
+def _time_the_study_lock(held) -> None:
+    """Measure, in this worker process, how long each take holds the study lock (from lock granted to unlock
+    done) and how many SQL statements the storage sends meanwhile (SQLAlchemy's cursor executes: BEGIN and COMMIT,
+    which psycopg sends itself, are not among them): `held` = [seconds held, takes, statements under the lock].
+    Wraps recipe's StudyLock, the lock every worker takes trials under."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from recipe.stages.tune.storage import StudyLock
+
+    enter, leave = StudyLock.__enter__, StudyLock.__exit__
+    inside = [False]
+
+    @event.listens_for(Engine, "before_cursor_execute")
+    def count(*_args):
+        if inside[0]:
+            held[2] += 1
+
+    def timed_enter(self):
+        out = enter(self)
+        self._granted, inside[0] = time.perf_counter(), True
+        return out
+
+    def timed_exit(self, *exc):
+        inside[0] = False
+        out = leave(self, *exc)
+        held[0] += time.perf_counter() - self._granted
+        held[1] += 1
+        return out
+
+    StudyLock.__enter__, StudyLock.__exit__ = timed_enter, timed_exit
+
+
+def _worker(raw: dict, base_dir: str, plans: list, worker: int, jobs: int, barrier, gates, finished,
+            held) -> None:
     """One worker process: everything loaded before the first barrier, then tune's own worker loop once per plan
-    (each after the next gate opens), writing the time it returned into `finished`."""
+    (each after the next gate opens), writing the time it returned into `finished` and its lock holds of the
+    last plan into `held` (3 per worker: seconds, takes, statements under the lock)."""
     from recipe import threads
 
     threads.configure_env()
@@ -160,11 +203,15 @@ def _worker(raw: dict, base_dir: str, plans: list, worker: int, jobs: int, barri
     w.sum().backward()                              # (seconds): before the clock, not in the first trial
     torch.optim.Adam([w]).step()
     open_storage(plans[0]["storage"])               # the storage's modules (SQLAlchemy, alembic) imported
+    mine = [0.0, 0, 0]
+    _time_the_study_lock(mine)
     for plan, gate in zip(plans, gates):
         barrier.wait()
         gate.wait()
+        mine[:] = [0.0, 0, 0]
         work(cfg, ds, device, Plan(**plan), worker=worker)
         finished[worker] = time.time()
+    held[3 * worker:3 * worker + 3] = mine
 
 
 def _plan(storage: str, name: str, trials: int, folder: Path):
@@ -195,8 +242,9 @@ def simulate(storage: str, kind: str, k: int, trials: int, epochs: int, folder: 
     # per-worker cost of joining, which the second also pays once per worker
     plans = [asdict(_plan(storage, name, 0, sub)), asdict(_plan(storage, name, trials, sub))]
     spawn = mp.get_context("spawn")
-    barrier, gates, finished = spawn.Barrier(k + 1), [spawn.Event(), spawn.Event()], spawn.Array("d", k)
-    procs = [spawn.Process(target=_worker, args=(raw, str(folder), plans, w, k, barrier, gates, finished),
+    barrier, gates = spawn.Barrier(k + 1), [spawn.Event(), spawn.Event()]
+    finished, held = spawn.Array("d", k), spawn.Array("d", 3 * k)
+    procs = [spawn.Process(target=_worker, args=(raw, str(folder), plans, w, k, barrier, gates, finished, held),
                            daemon=True) for w in range(k)]
     for p in procs:
         p.start()
@@ -222,7 +270,10 @@ def simulate(storage: str, kind: str, k: int, trials: int, epochs: int, folder: 
     span = max(max(finished) - start, 1e-9)      # until the last worker's loop returned (not its teardown)
     inside = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done if t.datetime_complete]
     row = {"storage": kind, "K": k, "trials": len(done), "trials/min": round(len(done) / span * 60, 1),
-           "s in trial": round(sum(inside) / len(inside), 2), "span s": round(span, 2)}
+           "s in trial": round(sum(inside) / len(inside), 2), "span s": round(span, 2),
+           "hold ms/take": round(1000 * sum(held[0::3]) / max(sum(held[1::3]), 1), 2)}
+    if kind == "postgresql":
+        row["SQL/take"] = round(sum(held[2::3]) / max(sum(held[1::3]), 1), 1)
     if meter is not None:
         time.sleep(1.5)               # exited backends flush their counters; then read them
         stats, xacts = meter.statements(), meter.xacts() - before
@@ -232,6 +283,7 @@ def simulate(storage: str, kind: str, k: int, trials: int, epochs: int, folder: 
                     "other/trial": round(stats["other"] / len(done), 1),
                     "xacts/trial": round(xacts / len(done), 1),
                     "lock ms/trial": round(stats["lock_ms"] / len(done), 2),
+                    "server ms/trial": round(stats["server_ms"] / len(done), 2),
                     "join stmts/worker": round(join / k, 1)})
     return row
 
@@ -262,9 +314,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             for k in args.workers:
                 rows.append(simulate(url, "postgresql", k, args.trials, args.epochs, Path(tmp), meter))
+                print(f"  K={k} postgresql: {rows[-1]}", file=sys.stderr, flush=True)
                 if args.journal:
                     journal = str(Path(tmp) / f"journal-k{k}.log")
                     rows.append(simulate(journal, "journal", k, args.trials, args.epochs, Path(tmp), None))
+                    print(f"  K={k} journal: {rows[-1]}", file=sys.stderr, flush=True)
         finally:
             meter.close()
     print(table(rows))

@@ -140,9 +140,12 @@ def test_sim_workers_table_for_two_workers_on_postgres(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     lines = p.stdout.strip().splitlines()
     assert lines[0].startswith("load before: ") and lines[-1].startswith("load after: ")
-    assert lines[1].split() == ["storage", "K", "trials", "trials/min", "s", "in", "trial", "statements/trial",
-                                "reads/trial", "writes/trial", "other/trial", "xacts/trial", "lock", "ms/trial",
-                                "join", "stmts/worker", "span", "s"]
+    header = lines[1]
+    columns = ["storage", "K", "trials", "trials/min", "s in trial", "statements/trial", "reads/trial",
+               "writes/trial", "other/trial", "xacts/trial", "server ms/trial", "lock ms/trial", "hold ms/take",
+               "SQL/take", "join stmts/worker", "span s"]
+    at = [header.find(c) for c in columns]
+    assert -1 not in at and at == sorted(at), header                # every column, in this order
     pg, journal = json.loads(out.read_text())
     assert [lines[2].split()[0], lines[3].split()[0]] == ["postgresql", "journal"]
     assert (pg["storage"], pg["K"], pg["trials"]) == ("postgresql", 2, 6) and (journal["K"], journal["trials"]) == (2, 6)
@@ -154,6 +157,8 @@ def test_sim_workers_table_for_two_workers_on_postgres(tmp_path):
                                                    abs=0.15)
     assert 20 <= pg["statements/trial"] <= 1000 and pg["writes/trial"] >= 5      # ask, params, attrs, tell
     assert 5 <= pg["xacts/trial"] <= pg["statements/trial"] / 2
-    assert pg["join stmts/worker"] >= 3 and pg["lock ms/trial"] >= 0
-    assert "statements/trial" not in journal or journal.get("statements/trial") is None
+    assert pg["join stmts/worker"] >= 3 and pg["lock ms/trial"] >= 0 and 0 < pg["server ms/trial"]
+    # a take (ask, attributes, parameters) sends tens of statements under the lock, held for longer than 0
+    assert 10 <= pg["SQL/take"] <= pg["statements/trial"] and pg["hold ms/take"] > 0 and journal["hold ms/take"] > 0
+    assert "statements/trial" not in journal and "SQL/take" not in journal
     assert lines[3].split()[5] == "-"                        # the journal has no server to count
