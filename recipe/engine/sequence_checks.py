@@ -262,3 +262,39 @@ def check_grad_flow(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss) ->
                       "Unfreeze (requires_grad=True) or remove those layers; unused ones are not in forward() "
                       "(a position embedding never added to the token embedding leaves the model order-blind).")
     return C.make("baseline.grad-flow", "pass", f"all {total} parameter tensors receive a gradient", ev)
+
+
+def check_pad_inputs(model: nn.Module, x: torch.Tensor, pad_id: Optional[int], th: dict, seed: int = 0) -> C.Check:
+    """baseline.padding for padded documents (text classification): a document's output has no gradient on the
+    embeddings at its pad positions, so padding a document to block_size cannot change what the model says."""
+    if pad_id is None:
+        return C.make("baseline.padding", "skip", "the inputs are not padded (no pad id)")
+    rows = (x == pad_id).any(1)
+    padded, made = x[rows][:8], "padded documents as they are"
+    if not len(padded):    # every document fills the block: pad the second half of a few, as a shorter one is
+        padded, made = x[:8].clone(), "documents cut to half the block and padded (none is shorter than it)"
+        padded[:, max(1, x.shape[1] // 2):] = pad_id
+    x = padded
+    ev: dict[str, Any] = {"pad_id": pad_id, "rows_with_padding": int(rows.sum()), "rows_checked": len(x),
+                          "probe": made, "tolerance": th["tolerance"]}
+    if not len(x):
+        return C.make("baseline.padding", "skip", "no document to probe", ev)
+    with _eval(model):
+        out, leaf, name = tapped_forward(model, x)
+        if leaf is None or not out.requires_grad:
+            return C.make("baseline.padding", "skip", "no nn.Embedding takes the token ids: the pad positions' "
+                          "effect cannot be isolated by gradient", ev)
+        (grad,) = torch.autograd.grad((out.float() * _projection(out, seed)).sum(), leaf)
+    mag = grad.detach().float().abs().amax(-1)                                   # (B, T)
+    pad = x == pad_id
+    at_pad, at_real = float(mag[pad].max()), float(mag[~pad].max()) if bool((~pad).any()) else 0.0
+    ev.update(method=f"gradient on embedding '{name}'", max_grad_at_pad=at_pad, max_grad_at_tokens=at_real)
+    if at_pad > th["tolerance"] * max(1.0, at_real):
+        worst = int(mag.masked_fill(~pad, 0).amax(1).argmax())
+        first = int(pad[worst].nonzero()[0])
+        ev.update(worst_row=worst, first_pad_position=first)
+        return C.make("baseline.padding", "fail", f"pad positions change the output: document {worst}'s logits "
+                      f"depend on its padding (from position {first})", ev,
+                      "Pool over the real tokens only (mask pads before a mean, take the last real position) and "
+                      "mask pad keys in attention, so padding a document cannot change its prediction.")
+    return C.make("baseline.padding", "pass", f"pad positions do not touch the output ({len(x)} padded documents)", ev)

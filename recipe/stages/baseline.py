@@ -298,6 +298,10 @@ def _batch_dump(ctx, ds, tr) -> str:
 
 def run(cfg, ctx) -> StageResult:
     ds = ctx.data()
+    if ds.inputs == "tokens":          # token ids cannot be zeroed, noised or plotted as features
+        from recipe.stages import baseline_text
+
+        return baseline_text.run(cfg, ctx)
     report = ctx.upstream_json("inspect", "data_report.json")
     th = ctx.thresholds
     tr, va = ctx.tensors("train"), ctx.tensors("val")

@@ -81,13 +81,14 @@ def test_a_val_topic_copied_into_train_fails_inspect_on_data_leak(tmp_path, clea
         dict.fromkeys([i for i in TEXT_IDS if i != "data.leak"], "pass")
 
 
-def test_baseline_on_text_refuses_clearly_instead_of_training(tmp_path, clean):
-    cfg = _config(tmp_path, source=corpus.write_folder(tmp_path / "topics", clean))
+def test_a_sequence_model_on_table_rows_refuses_clearly(tmp_path):
+    raw = {"name": "rows", "data": {"source": "builtin:iris"}, "model": {"kind": "gpt"}}
+    cfg = _write(tmp_path, raw)
     assert invoke("inspect", cfg, "--runs", tmp_path / "runs", "-q").exit_code == 0
     r = invoke("baseline", cfg, "--runs", tmp_path / "runs", "-q")
     assert r.exit_code == 2, r
     assert "Traceback" not in r.stderr
-    assert "model.kind gpt is a sequence model" in r.stderr and "are not wired yet" in r.stderr
+    assert "model.kind gpt is a sequence model: it needs token windows from text data" in r.stderr
 
 
 def test_a_txt_source_is_text_unless_the_config_names_a_target_column(tmp_path):
