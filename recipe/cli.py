@@ -104,6 +104,13 @@ def _check_device(device: str) -> None:
     check_device_name(device)
 
 
+def _jobs(value: Optional[str]):
+    """--jobs N or auto, checked before any work starts (recipe/devices.py resolves auto)."""
+    from recipe.devices import parse_jobs
+
+    return parse_jobs(value)
+
+
 def _options(runs, device, force, quiet, as_json, **extra):
     from recipe.stage import Options
 
@@ -182,10 +189,11 @@ def overfit_batch(config: Optional[Path] = ConfigArg, overrides: Optional[List[s
 @handled
 def regularize(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = SetOpt, runs: Path = RunsOpt,
                device: str = DeviceOpt, force: bool = ForceOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
-               jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="Worker processes for the ladder."),
+               jobs: Optional[str] = typer.Option(None, "--jobs", help="Worker processes for the ladder: N, or auto "
+                                                  "(one per GPU, each pinned to its own; CPU: one per two cores)."),
                devices: Optional[int] = DevicesOpt):
     """Stage 4: bias vs variance, each regularizer alone with seed noise, the combination kept."""
-    _exit(_stage("regularize", config, overrides, runs, device, force, quiet, as_json, jobs=jobs, devices=devices))
+    _exit(_stage("regularize", config, overrides, runs, device, force, quiet, as_json, jobs=_jobs(jobs), devices=devices))
 
 
 class Pruner(str, Enum):
@@ -203,7 +211,8 @@ def tune(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = Se
          quasi_random: bool = typer.Option(False, "--quasi-random", help="Scrambled Sobol sequence."),
          tpe: bool = typer.Option(False, "--tpe", help="Tree-structured Parzen estimator."),
          trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials in the study (total)."),
-         jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="Worker processes sharing the study."),
+         jobs: Optional[str] = typer.Option(None, "--jobs", help="Worker processes sharing the study: N, or auto "
+                                            "(one per GPU, each pinned to its own; CPU: one per two cores)."),
          pruner: Optional[Pruner] = typer.Option(None, "--pruner", help="asha | median | none"),
          storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (postgresql://...).")):
     """Stage 5: search hyperparameters around regularize's choice."""
@@ -211,7 +220,7 @@ def tune(config: Optional[Path] = ConfigArg, overrides: Optional[List[str]] = Se
                              ("tpe", tpe)) if on]
     if len(flags) > 1:
         raise RecipeError(f"choose one search method, not {' and '.join('--' + f for f in flags)}")
-    opts = {"method": flags[0] if flags else None, "trials": trials, "jobs": jobs,
+    opts = {"method": flags[0] if flags else None, "trials": trials, "jobs": _jobs(jobs),
             "pruner": pruner.value if pruner else None, "storage": storage}
     _exit(_stage("tune", config, overrides, runs, device, force, quiet, as_json, tune=opts))
 

@@ -30,7 +30,7 @@ class Options:
     force: bool = False
     quiet: bool = False
     json: bool = False
-    jobs: Optional[int] = None
+    jobs: Optional[int | str] = None      # a count or "auto" (recipe/devices.py plan_jobs resolves it)
     devices: Optional[int] = None                        # --devices: train.devices for this run of the stage
     tune: dict[str, Any] = field(default_factory=dict)   # CLI-only tune options (method flags, storage)
 

@@ -189,7 +189,12 @@ def _run(cfg, ctx) -> StageResult:
     rungs = ladder_rungs(cfg, ds, base_cfg)
     unavailable = unavailable_rungs(cfg, ds, rungs, base_cfg)
     task = tasks.get(ds.task)
-    jobs = ctx.options.jobs or rcfg.jobs
+    from recipe.devices import plan_jobs
+
+    jobs_plan = plan_jobs(ctx.options.jobs or rcfg.jobs, ctx.options.device,     # --jobs auto, GPU pinning
+                          "--jobs" if ctx.options.jobs else "regularize.jobs")
+    jobs = jobs_plan.jobs
+    ctx.log(f"regularize: {jobs} worker{'s' if jobs > 1 else ''} ({jobs_plan.reason})")
     budget = rcfg.budget_seconds
     started = time.perf_counter()
     checks: list[C.Check] = []
@@ -199,7 +204,7 @@ def _run(cfg, ctx) -> StageResult:
     reach = reachable_error(rcfg.target_error, baselines, label_noise_rate(ctx.workspace.read_record("inspect")),
                             ds.task)
     with ctx.progress(f"regularize ({jobs} job{'s' if jobs > 1 else ''})", planned) as bar, \
-            Trainer(cfg, ctx, base, bar, jobs) as trainer:
+            Trainer(cfg, ctx, base, bar, jobs, jobs_plan.gpus) as trainer:
         ref = trainer.run("reference", {}, keep_models=True)
         variants: list[Variant] = [ref]
         bv, verdict = bias_variance(ref, reach, th("regularize.bias-variance"))
@@ -354,4 +359,6 @@ def _run(cfg, ctx) -> StageResult:
     # that diverged is evidence about that rung, not a failure of the stage
     return StageResult(checks, metrics={"chosen_val": chosen.val_mean, "reference_val": ref.val_mean,
                                         "verdict": verdict, "runs": runs_done, "reused_runs": trainer.reused},
-                       summary=summary, extra={"health": worst_per_check(trainer.health_runs)})
+                       summary=summary, extra={"health": worst_per_check(trainer.health_runs),
+                                               "jobs": {**jobs_plan.record(),
+                                                        "workers": list(trainer.placements.values())}})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -104,8 +105,17 @@ def _fit_one(cfg, ds, tr, va, device, task: dict) -> dict[str, Any]:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(raw: dict, base_dir: str, device: str, jobs: int) -> None:
+def _init_worker(raw: dict, base_dir: str, device: str, jobs: int, gpus=None, started=None) -> None:
+    """A pool process: its GPU (the next of `gpus`, round-robin by the shared start counter, pinned before
+    anything here touches CUDA: importing torch does not, pick_device below does), its thread share, the data."""
     from recipe import threads
+    from recipe.devices import pin_this_process
+
+    if gpus:
+        with started.get_lock():
+            slot, started.value = started.value, started.value + 1
+        pin_this_process(gpus[slot % len(gpus)])
+        _WORKER["gpu"] = gpus[slot % len(gpus)]
     from recipe.config import validate
     from recipe.data import load
 
@@ -120,7 +130,11 @@ def _init_worker(raw: dict, base_dir: str, device: str, jobs: int) -> None:
 
 def _worker_task(task: dict) -> dict[str, Any]:
     w = _WORKER
-    return _fit_one(w["cfg"], w["ds"], w["tr"], w["va"], w["device"], task)
+    res = _fit_one(w["cfg"], w["ds"], w["tr"], w["va"], w["device"], task)
+    # where the run trained, as this process saw it (the record lists every pool process's GPU)
+    res["placement"] = {"pid": os.getpid(), "gpu": w.get("gpu"),
+                        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    return res
 
 
 class RunCache:
@@ -180,7 +194,7 @@ class Trainer:
     """Runs variants of the base config with every seed on the same data and budget; `jobs` worker
     processes train independent (variant, seed) runs in parallel, each with its share of the threads."""
 
-    def __init__(self, cfg, ctx, base: dict[str, Any], progress, jobs: int = 1):
+    def __init__(self, cfg, ctx, base: dict[str, Any], progress, jobs: int = 1, gpus=None):
         self.cfg, self.ctx, self.base, self.progress = cfg, ctx, base, progress
         self.ds = ctx.data()
         self.tr, self.va = ctx.tensors("train"), ctx.tensors("val")
@@ -189,6 +203,8 @@ class Trainer:
         self.reused = 0                      # runs read back from the cache instead of trained
         self.health_runs: list[tuple[str, list[dict]]] = []      # every run's health checks, for the record
         self.jobs = jobs
+        self.gpus = list(gpus or [])         # pool process k is pinned to gpus[k] (recipe/devices.py plan_jobs)
+        self.placements: dict[int, dict] = {}    # pool process pid -> the GPU it was pinned to and saw
         self.pool = None
         self.cache = RunCache(ctx.dir / CACHE, cfg, self.ds.fingerprint, ctx.device)
 
@@ -202,7 +218,8 @@ class Trainer:
             threads.configure_env()      # the spawned workers import torch with OpenMP told not to spin
             self.pool = ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                             initargs=(self.cfg.model_dump(mode="json"), str(self.cfg.base_dir),
-                                                      self.ctx.options.device, self.jobs))
+                                                      self.ctx.options.device, self.jobs, self.gpus,
+                                                      mp.get_context("spawn").Value("i", 0)))
         return self
 
     def __exit__(self, *exc):
@@ -237,7 +254,11 @@ class Trainer:
 
             futures = {self.pool.submit(_worker_task, work[j][1]): j for j in todo}
             for f in as_completed(futures):
-                finished(futures[f], f.result())
+                res = f.result()
+                placement = res.pop("placement", None)
+                if placement:
+                    self.placements[placement["pid"]] = placement
+                finished(futures[f], res)
         variants = [Variant(sp.name, sp.overrides, task=self.ds.task) for sp in specs]
         for (i, t), res in zip(work, results):
             v = variants[i]

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from recipe.config import digest_json
+from recipe.devices import plan_jobs
 from recipe.errors import RecipeError
 from recipe.stage import StageResult
 from recipe.stages.tune.batch import batch_plan
@@ -42,7 +43,10 @@ def run(cfg, ctx) -> StageResult:
     opts = ctx.options.tune
     method = opts.get("method") or cfg.tune.method
     trials = opts.get("trials") or cfg.tune.trials
-    jobs = opts.get("jobs") or cfg.tune.jobs
+    jobs_plan = plan_jobs(opts.get("jobs") or cfg.tune.jobs, ctx.options.device,      # --jobs auto, GPU pinning
+                          "--jobs" if opts.get("jobs") else "tune.jobs")
+    jobs = jobs_plan.jobs
+    ctx.log(f"tune: {jobs} worker{'s' if jobs > 1 else ''} ({jobs_plan.reason})")
     pruner = opts.get("pruner") or cfg.tune.pruner
     space = space_of(cfg, chosen)
     storage = storage_url(cfg, ctx)
@@ -79,12 +83,14 @@ def run(cfg, ctx) -> StageResult:
             best = [t.value for t in study_.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
             bar.update(finished(study_), {"val_score": float(max(best, key=task.signed))} if best else None)
 
-        crashed = run_jobs(cfg, ds, ctx.device, plan, jobs, tick, ctx.options.device)
+        crashed = run_jobs(cfg, ds, ctx.device, plan, jobs, tick, ctx.options.device, jobs_plan.gpus)
         _wait_for_others(study, plan, tick)
     if finished(study) < trials:
         raise RecipeError(f"tune: the study holds {finished(study)} of {trials} trials: worker processes exited "
                           f"early (exit codes {crashed}); rerun 'recipe tune' to resume")
-    return summarize(cfg, ctx, study, plan, chosen_art, crashed)
+    result = summarize(cfg, ctx, study, plan, chosen_art, crashed)
+    result.extra["jobs"] = jobs_plan.record()
+    return result
 
 
 def _wait_for_others(study, plan: Plan, tick) -> None:

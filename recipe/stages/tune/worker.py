@@ -45,26 +45,36 @@ def _next_grid_point(points: list[dict], trials) -> Optional[dict]:
 
 def join_study(cfg, plan: Plan):
     """This process's handle on the shared study, with its own sampler and pruner."""
+    import warnings
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # recipe keeps each asked trial's heartbeat itself (P.heartbeat), which Optuna warns about on every ask
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     return optuna.load_study(study_name=plan.study_name, storage=open_storage(plan.storage),
                              sampler=make_sampler(plan.method, plan.seed),
                              pruner=make_pruner(plan.pruner, max_epochs(cfg, plan.space), plan.trials))
 
 
-def work(cfg, ds, device, plan: Plan, worker: int = 0, tick=None, parent: Optional[int] = None) -> int:
-    """Take trials until the study holds plan.trials counted trials (or the grid is exhausted). Returns trials run."""
+def work(cfg, ds, device, plan: Plan, worker: int = 0, tick=None, parent: Optional[int] = None,
+         gpu: Optional[str] = None) -> int:
+    """Take trials until the study holds plan.trials counted trials (or the grid is exhausted). Returns trials run.
+    `gpu`: the GPU this worker is pinned to (recipe/devices.py), recorded on each trial it takes."""
     from recipe.stages.tune.batch import run_batch
 
     study = join_study(cfg, plan)
+    if gpu is not None:     # where this worker runs, as it saw it: said even if it ends up taking no trial
+        study.set_user_attr(f"recipe:pinned:{os.uname().nodename}:{os.getpid()}",
+                            {"worker": worker, "gpu": gpu, "device": str(device),
+                             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")})
     objective = Objective(cfg, ds, device, plan)
     lock = StudyLock(plan.storage, plan.study_name, Path(plan.lock))
     ran = 0
     try:
         while parent is None or os.getppid() == parent:     # an orphaned worker stops taking trials
             with lock:
-                taken = _take(study, plan, worker, max(1, plan.batch))
+                taken = _take(study, plan, worker, max(1, plan.batch), gpu)
             if not taken:
                 break
             if len(taken) == 1:
@@ -80,8 +90,10 @@ def work(cfg, ds, device, plan: Plan, worker: int = 0, tick=None, parent: Option
     return ran
 
 
-def _take(study, plan: Plan, worker: int, n: int) -> list:
+def _take(study, plan: Plan, worker: int, n: int, gpu: Optional[str] = None) -> list:
     """Ask up to n trials, within the budget (and the grid). Call under the study lock."""
+    pinned = {} if gpu is None else {"recipe:gpu": gpu,    # what the worker saw, not what it was told
+                                     "recipe:cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     fail_stale(study)
     taken = []
     for _ in range(n):
@@ -95,7 +107,7 @@ def _take(study, plan: Plan, worker: int, n: int) -> list:
             study.enqueue_trial(point)
         trial = study.ask()
         for key, value in (("recipe:pid", os.getpid()), ("recipe:host", os.uname().nodename),
-                           ("recipe:worker", worker)):
+                           ("recipe:worker", worker), *pinned.items()):
             P.set_system_attr(study, trial, key, value)
         suggest(trial, plan.space)   # now: the sampler's RNG is seeded per trial at ask, the next ask reseeds it
         taken.append(trial)
