@@ -12,6 +12,26 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 MAX_YAML_ALIASES = 100  # a YAML "billion laughs" bomb needs many more; real configs use a few
 
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """'2GB' -> 2_000_000_000, '512MiB' -> 536_870_912, '1000' -> 1000 (data.memory_budget)."""
+    m = _SIZE.fullmatch(str(text))
+    if not m:
+        _bad_size(text)
+    size = float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()]
+    if size < 1:
+        raise ValueError(f"must be > 0 bytes (got {text!r})")
+    return int(size)
+
+
+def _bad_size(value):
+    raise ValueError(f"must be a number of bytes or a size like '512MB', '2GB', '1.5GiB' (got {value!r})")
+
+
 
 class Section(BaseModel):
     # NaN and inf are never a sensible learning rate, fraction or budget: refuse them with the key path
@@ -59,6 +79,21 @@ class DataConfig(Section):
     block_size: int = Field(128, ge=1, description="Context length in tokens (text data).")
     chunk_chars: int = Field(2000, ge=1, description="A single .txt file is cut into contiguous chunks of this many "
                                                      "characters, split by chunk (never interleaved).")
+    memory_budget: Optional[int] = Field(
+        None, description="Bytes a table may take in memory before it streams from disk (Parquet row groups): an "
+                          "integer or '512MB', '2GB', '1.5GiB' (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024). "
+                          "Default: half of the RAM available when the data loads (recipe/data/streaming.py).")
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _budget_bytes(cls, v):
+        if v is None or isinstance(v, bool):
+            return None if v is None else _bad_size(v)
+        if isinstance(v, (int, float)):
+            if v <= 0:
+                raise ValueError(f"must be > 0 bytes (got {v})")
+            return int(v)
+        return parse_size(v)
 
     @field_validator("text")
     @classmethod

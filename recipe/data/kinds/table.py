@@ -202,6 +202,8 @@ class TableKind(DataKind):
             "train_feature_mean": np.nan_to_num(mean).tolist(), "train_feature_std": np.nan_to_num(std).tolist(),
             "encoding": ds.encoding,
         }
+        if "loading" in ds.extra:       # in memory or streamed, and why (recipe/data/streaming.py)
+            report["loading"] = ds.extra["loading"]
         if look.ds.has_classes:
             report["class_priors"] = ds.class_priors()
             report["class_counts"] = T.label_counts(ds)
