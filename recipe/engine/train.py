@@ -46,6 +46,23 @@ class Tensors:
         idx = torch.as_tensor(idx, device=self.x.device)
         return Tensors(self.x[idx], self.y[idx])
 
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def sample(self, rows: int = 2) -> torch.Tensor:
+        return self.x[:rows]
+
+    def batches(self, batch_size: int, gen: torch.Generator):
+        """One epoch of (x, y) batches by a random permutation of the rows (a streamed split reads them from
+        disk instead: recipe/engine/streamed.py); a 1-sample tail batch is skipped (it breaks BatchNorm)."""
+        perm = torch.randperm(len(self), generator=gen, device=self.x.device)
+        for i in range(0, len(self), batch_size):
+            idx = perm[i:i + batch_size]
+            if len(idx) < 2 and i:
+                continue
+            yield self.x[idx], self.y[idx]
+
 
 def to_tensors(ds, split, device: torch.device) -> Tensors:
     x = torch.from_numpy(np.ascontiguousarray(ds.normalize(split.x))).to(device)
@@ -116,6 +133,8 @@ def score_outputs(out: torch.Tensor, y: torch.Tensor, task: str, num_classes: in
 def evaluate(model: nn.Module, t: Tensors, task: str, num_classes: int = 0, train_mode: bool = False,
              precision: str = "auto") -> dict[str, Any]:
     """Loss, score and per-class accuracy of `model` on a whole split, under the run's precision."""
+    if not isinstance(t, Tensors):      # a streamed split sums its metrics batch by batch (engine/streamed.py)
+        return t.evaluate(model, task, num_classes, train_mode=train_mode, precision=precision)
     out = predict(model, t.x, train_mode=train_mode, precision=precision)
     return score_outputs(out, t.y, task, num_classes)
 
@@ -178,7 +197,7 @@ def fit(
     run's epochs x steps per epoch (warmup, cosine). Both None: today's loop, bit for bit.
     The epochs run in the engine's one epoch loop (recipe/engine/loop.py), as every stacked member's do.
     """
-    device = train.x.device
+    device = train.device
     seed_everything(seed)
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
@@ -197,7 +216,7 @@ def fit(
                     schedule=None if schedule is None or schedule.is_constant else schedule, lr=lr, epochs=epochs)
     thread_scope = contextlib.ExitStack()     # threads from the work size: see recipe/threads.py
     if device.type == "cpu":
-        work = threads.macs_per_sample(model, train.x) * single.bs
+        work = threads.macs_per_sample(model, train.sample()) * single.bs
         thread_scope.enter_context(threads.using(threads.for_work(work)))
     with thread_scope:
         loop.run_epochs(single, epochs=epochs, early_stopping=early_stopping, max_seconds=max_seconds,
@@ -216,7 +235,7 @@ class Single:
         self.scaler, self.opt, self.bs, self.augment = scaler, opt, batch_size, augment
         self.grad_clip, self.schedule, self.base_lr = grad_clip, schedule, lr
         self.total_steps = steps_per_epoch(len(train), batch_size) * epochs      # the schedule's horizon
-        self.ac = _autocast(train.x.device, precision)
+        self.ac = _autocast(train.device, precision)
         self.t = tasks.get(task)
         self.compute_loss = loss_fn(task)
         self.num_outputs = self.t.num_outputs(num_classes)
@@ -225,16 +244,11 @@ class Single:
         run, train, step = self.active[0], self.train, self.step
         model, health, result, opt, scaler = run.model, run.health, run.result, self.opt, self.scaler
         model.train()
-        n = len(train)
-        perm = torch.randperm(n, generator=run.gen, device=train.x.device)
-        epoch_loss = torch.zeros((), device=train.x.device)
+        epoch_loss = torch.zeros((), device=train.device)
         batches = 0
         try:
-            for i in range(0, n, self.bs):
-                idx = perm[i:i + self.bs]
-                if len(idx) < 2 and batches:  # a 1-sample tail batch breaks BatchNorm and adds noise
-                    continue
-                xb, yb = train.x[idx], train.y[idx]
+            for xb, yb in train.batches(self.bs, run.gen):     # in-memory rows by index, or streamed from disk
+                rows = len(yb)
                 if self.augment is not None:
                     xb, yb = self.augment(xb, yb, run.gen)
                 health.before_forward(step)
@@ -244,7 +258,7 @@ class Single:
                     with self.ac:
                         out = model(xb)
                 if step == 0:
-                    out = check_output(out, len(idx), self.task, self.num_outputs)
+                    out = check_output(out, rows, self.task, self.num_outputs)
                 else:
                     out = self.t.flat(out)
                 loss = self.compute_loss(out.float(), yb)    # float32 loss under bf16/fp16 autocast
@@ -275,7 +289,7 @@ class Single:
                 step += 1
                 self.step = step
                 batches += 1
-                result.samples += len(idx)
+                result.samples += rows
             health.flush(step - 1)
         except NonFiniteLoss:
             result.stopped = "non_finite"
