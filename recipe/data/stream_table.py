@@ -241,7 +241,7 @@ def load(cfg, decision: Decision, workdir: Path) -> StreamedDataset:
     ds = StreamedDataset(task=task, feature_names=columns, shape=shape, classes=classes, train=split["train"],
                          val=split["val"], _test=split["test"], norm=norm, target_stats=target_stats,
                          encoding=encoding, files={f: digests.file_digest(Path(f)) for f in file_list},
-                         origin=sources[0].origin, kind="table", sources=sources, columns=columns,
+                         origin=sources[0].origin, kind="table-streamed", sources=sources, columns=columns,
                          target_name=d.target)
     ds.fingerprint = h.hexdigest()[:16]
     decision.files = tuple(file_list)

@@ -162,8 +162,9 @@ def csv_size(path: Path, cfg) -> tuple[int, int, int]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
         table = csv.read_csv(pa.py_buffer(head), parse_options=csv.ParseOptions(delimiter=delimiter))
-    except (pa.ArrowException, OSError) as e:
-        raise DataError(f"{path}: malformed CSV ({str(e).splitlines()[0]})") from None
+    except (pa.ArrowException, OSError, ValueError):
+        # the reader that loads the file names the problem (ragged line, encoding, empty): size it as text
+        return 0, 0, size
     scale = 1.0 if whole or not head else size / len(head)
     return int(table.num_rows * scale), _feature_count(table.column_names, cfg), int(table.nbytes * scale)
 
