@@ -10,26 +10,9 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from recipe.config.sizes import parse_size
+
 MAX_YAML_ALIASES = 100  # a YAML "billion laughs" bomb needs many more; real configs use a few
-
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """'2GB' -> 2_000_000_000, '512MiB' -> 536_870_912, '1000' -> 1000 (data.memory_budget)."""
-    m = _SIZE.fullmatch(str(text))
-    if not m:
-        _bad_size(text)
-    size = float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()]
-    if size < 1:
-        raise ValueError(f"must be > 0 bytes (got {text!r})")
-    return int(size)
-
-
-def _bad_size(value):
-    raise ValueError(f"must be a number of bytes or a size like '512MB', '2GB', '1.5GiB' (got {value!r})")
 
 
 
@@ -87,13 +70,7 @@ class DataConfig(Section):
     @field_validator("memory_budget", mode="before")
     @classmethod
     def _budget_bytes(cls, v):
-        if v is None or isinstance(v, bool):
-            return None if v is None else _bad_size(v)
-        if isinstance(v, (int, float)):
-            if v <= 0:
-                raise ValueError(f"must be > 0 bytes (got {v})")
-            return int(v)
-        return parse_size(v)
+        return None if v is None else parse_size(v)
 
     @field_validator("text")
     @classmethod

@@ -148,10 +148,10 @@ def pieces_of(files: list[Path]) -> list[Piece]:
 
 def _columns(files: list[Path], cfg, origin: str) -> list[str]:
     """The feature columns, checked as the in-memory reader checks them; streaming takes numeric ones only."""
-    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
     import pyarrow.types as pt
 
-    schema = pads.dataset([str(f) for f in files], format="parquet").schema
+    schema = pq.read_schema(files[0])
     names, target = schema.names, cfg.data.target
     if target not in names:
         raise DataError(f"{origin}: target column '{target}' not found (data.target) (columns: "
@@ -160,6 +160,11 @@ def _columns(files: list[Path], cfg, origin: str) -> list[str]:
     missing = [f for f in wanted if f not in names]
     if missing:
         raise DataError(f"{origin}: feature column(s) {', '.join(map(repr, missing))} not found (data.features)")
+    for f in files[1:]:         # a folder's files must all hold the columns (footers only)
+        lacking = [n for n in [*wanted, target] if n not in pq.read_schema(f).names]
+        if lacking:
+            raise DataError(f"{f}: column(s) {', '.join(map(repr, lacking[:5]))} missing (the other files of "
+                            f"{origin} have them)")
     for n in wanted:
         typ = schema.field(n).type
         if not (pt.is_integer(typ) or pt.is_floating(typ) or pt.is_boolean(typ)):
@@ -170,11 +175,16 @@ def _columns(files: list[Path], cfg, origin: str) -> list[str]:
 
 def _target(files: list[Path], name: str, origin: str) -> np.ndarray:
     """The target column alone, in file order: what the split and the label mapping need."""
-    import pyarrow.dataset as pads
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from recipe.data.sources import _column_array
 
-    col = pads.dataset([str(f) for f in files], format="parquet").to_table(columns=[name]).column(name)
+    try:
+        # one Array, not a ChunkedArray: ChunkedArray.to_numpy imports pandas (seconds per process)
+        col = pa.concat_arrays([c for f in files for c in pq.ParquetFile(f).read(columns=[name]).column(name).chunks])
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"{origin}: cannot read the target column '{name}' ({str(e).splitlines()[0]})") from None
     return _column_array(col, Path(origin), name, is_target=True)
 
 
@@ -275,16 +285,16 @@ def _codes(cfg, key: str, y: np.ndarray, split_val: bool, split_test: bool) -> n
 
 
 def read_piece(piece: Piece, columns: list[str], target: Optional[str] = None, cache: Optional[dict] = None):
-    """One row group's features as a (rows, D) float32 matrix (and its raw target column), read through its
-    pyarrow.dataset fragment; `cache` keeps each file's fragments for the next row group."""
-    import pyarrow.dataset as pads
+    """One row group's features as a (rows, D) float32 matrix (and its raw target column). pyarrow.parquet reads
+    it; pyarrow.dataset would too, but importing it imports pandas (1.2 s per process).
+    `cache` keeps each file open for its next row group."""
+    import pyarrow.parquet as pq
+
+    from recipe.data.sources import _numeric_matrix
 
     cache = {} if cache is None else cache
     if piece.file not in cache:
-        frag = next(iter(pads.dataset(piece.file, format="parquet").get_fragments()))
-        cache[piece.file] = {g.row_groups[0].id: g for g in frag.split_by_row_group()}
-    table = cache[piece.file][piece.group].to_table(columns=columns + ([target] if target else []))
-    x = np.empty((table.num_rows, len(columns)), np.float32)
-    for j, name in enumerate(columns):
-        x[:, j] = table.column(name).to_numpy(zero_copy_only=False)
+        cache[piece.file] = pq.ParquetFile(piece.file)
+    table = cache[piece.file].read_row_group(piece.group, columns=columns + ([target] if target else []))
+    x = _numeric_matrix(table, columns)
     return x, (table.column(target).to_numpy(zero_copy_only=False) if target else None)

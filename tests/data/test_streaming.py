@@ -13,7 +13,8 @@ import pytest
 from sklearn.datasets import load_digits
 
 from recipe.config import load as load_config
-from recipe.config.schema import Config, parse_size
+from recipe.config.schema import Config
+from recipe.config.sizes import parse_size
 from recipe.data import streaming
 from recipe.errors import ConfigError
 from tests.conftest import invoke, record
