@@ -111,6 +111,7 @@ def _locked(stage, module, cfg, ws, options, console, problems, config_now) -> t
             "config_digests": {s: digest_json(v) for s, v in read.items()},
             "data_fingerprint": ds.fingerprint,
             "data_files": ds.files,
+            "data_loading": ds.extra.get("loading"),    # in memory or streamed, and why (recipe/data/streaming.py)
             "upstream": {up: ws.record_digest(up) for up in upstream_of(stage)},
         }
         prior = ws.read_record(stage)

@@ -53,9 +53,11 @@ class Context:
     # data and device -------------------------------------------------------------------
     def data(self):
         if self._data is None:
-            from recipe.data import load
+            from recipe.data import streaming
 
-            self._data = load(self.cfg)
+            self._data = streaming.load(self.cfg, self.workspace.dir)     # in memory, or streamed above the budget
+            if "loading" in self._data.extra:
+                self.log(streaming.describe(self._data.extra["loading"]))
         return self._data
 
     @property
@@ -67,7 +69,8 @@ class Context:
         return self._device
 
     def tensors(self, split: str):
-        """train or val as device-resident tensors (normalized), cached for the stage."""
+        """train or val as device-resident tensors (normalized), cached for the stage; a streamed split
+        (recipe/engine/streamed.py) where the data is over data.memory_budget."""
         if split not in ("train", "val"):
             raise ValueError(f"ctx.tensors serves train and val only, not {split!r}: the test split is sealed")
         cache = self.__dict__.setdefault("_tensors", {})
@@ -75,7 +78,12 @@ class Context:
             from recipe.engine.train import to_tensors
 
             ds = self.data()
-            cache[split] = to_tensors(ds, getattr(ds, split), self.device)
+            if getattr(ds, "streamed", False):     # over data.memory_budget: batches come from disk
+                from recipe.engine.streamed import StreamSplit
+
+                cache[split] = StreamSplit(ds, split, self.device, seed=self.cfg.seed)
+            else:
+                cache[split] = to_tensors(ds, getattr(ds, split), self.device)
         return cache[split]
 
     # upstream --------------------------------------------------------------------------

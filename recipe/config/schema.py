@@ -10,7 +10,10 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from recipe.config.sizes import parse_size
+
 MAX_YAML_ALIASES = 100  # a YAML "billion laughs" bomb needs many more; real configs use a few
+
 
 
 class Section(BaseModel):
@@ -59,6 +62,15 @@ class DataConfig(Section):
     block_size: int = Field(128, ge=1, description="Context length in tokens (text data).")
     chunk_chars: int = Field(2000, ge=1, description="A single .txt file is cut into contiguous chunks of this many "
                                                      "characters, split by chunk (never interleaved).")
+    memory_budget: Optional[int] = Field(
+        None, description="Bytes a table may take in memory before it streams from disk (Parquet row groups): an "
+                          "integer or '512MB', '2GB', '1.5GiB' (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024). "
+                          "Default: half of the RAM available when the data loads (recipe/data/streaming.py).")
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _budget_bytes(cls, v):
+        return None if v is None else parse_size(v)
 
     @field_validator("text")
     @classmethod

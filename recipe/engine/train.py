@@ -46,6 +46,28 @@ class Tensors:
         idx = torch.as_tensor(idx, device=self.x.device)
         return Tensors(self.x[idx], self.y[idx])
 
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def sample(self, rows: int = 2) -> torch.Tensor:
+        return self.x[:rows]
+
+    def batches(self, batch_size: int, gen: torch.Generator, share=None):
+        """One epoch of (x, y, rows) batches by a random permutation of the rows (a streamed split reads them from
+        disk instead: recipe/engine/streamed.py); a 1-sample tail batch is skipped (it breaks BatchNorm). `share`
+        (DDP, recipe/engine/distributed.py) maps a global batch's indices to this rank's, or None (none of it);
+        `rows` is the global batch's size."""
+        perm = torch.randperm(len(self), generator=gen, device=self.x.device)
+        for i in range(0, len(self), batch_size):
+            idx = perm[i:i + batch_size]
+            if len(idx) < 2 and i:
+                continue
+            mine = idx if share is None else share(idx)
+            if mine is None:
+                continue
+            yield self.x[mine], self.y[mine], len(idx)
+
 
 def to_tensors(ds, split, device: torch.device) -> Tensors:
     x = torch.from_numpy(np.ascontiguousarray(ds.normalize(split.x))).to(device)
@@ -116,6 +138,8 @@ def score_outputs(out: torch.Tensor, y: torch.Tensor, task: str, num_classes: in
 def evaluate(model: nn.Module, t: Tensors, task: str, num_classes: int = 0, train_mode: bool = False,
              precision: str = "auto") -> dict[str, Any]:
     """Loss, score and per-class accuracy of `model` on a whole split, under the run's precision."""
+    if not isinstance(t, Tensors):      # a streamed split sums its metrics batch by batch (engine/streamed.py)
+        return t.evaluate(model, task, num_classes, train_mode=train_mode, precision=precision)
     out = predict(model, t.x, train_mode=train_mode, precision=precision)
     return score_outputs(out, t.y, task, num_classes)
 
@@ -190,7 +214,7 @@ def fit(
             kwargs = {k: v for k, v in locals().items() if k not in ("model", "train", "val", "devices", "rank",
                                                                      "distributed")}
             return distributed.fit(fit, model, train, val, devices, kwargs)
-    device = train.x.device
+    device = train.device
     seed_everything(seed)
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)                   # the batch order: the same on every rank
@@ -212,7 +236,7 @@ def fit(
                     rank=rank)
     thread_scope = contextlib.ExitStack()     # threads from the work size: see recipe/threads.py
     if device.type == "cpu":
-        work = threads.macs_per_sample(model, train.x) * single.bs / devices     # a rank's share of a step
+        work = threads.macs_per_sample(model, train.sample()) * single.bs / devices     # a rank's share of a step
         thread_scope.enter_context(threads.using(threads.for_work(work)))
     with thread_scope:
         loop.run_epochs(single, epochs=epochs, early_stopping=early_stopping, max_seconds=max_seconds,
@@ -231,7 +255,7 @@ class Single:
         self.scaler, self.opt, self.bs, self.augment = scaler, opt, batch_size, augment
         self.grad_clip, self.schedule, self.base_lr = grad_clip, schedule, lr
         self.total_steps = steps_per_epoch(len(train), batch_size) * epochs      # the schedule's horizon
-        self.ac = _autocast(train.x.device, precision)
+        self.ac = _autocast(train.device, precision)
         self.t = tasks.get(task)
         self.compute_loss = loss_fn(task)
         self.num_outputs = self.t.num_outputs(num_classes)
@@ -246,19 +270,12 @@ class Single:
         run, train, step = self.active[0], self.train, self.step
         model, health, result, opt, scaler = run.model, run.health, run.result, self.opt, self.scaler
         model.train()
-        n = len(train)
-        perm = torch.randperm(n, generator=run.gen, device=train.x.device)
-        epoch_loss = torch.zeros((), device=train.x.device)
+        epoch_loss = torch.zeros((), device=train.device)
         batches = 0
         try:
-            for i in range(0, n, self.bs):
-                idx = perm[i:i + self.bs]
-                if len(idx) < 2 and batches:  # a 1-sample tail batch breaks BatchNorm and adds noise
-                    continue
-                mine = idx if self.rank is None else self.rank.share(idx)    # this rank's rows of the batch
-                if mine is None:
-                    continue
-                xb, yb = train.x[mine], train.y[mine]
+            share = None if self.rank is None else self.rank.share     # this rank's rows of each global batch
+            for xb, yb, rows in train.batches(self.bs, run.gen, share):  # by index in memory, or streamed from disk
+                mine = len(yb)
                 if self.augment is not None:
                     xb, yb = self.augment(xb, yb, self.aug_gen)
                 health.before_forward(step)
@@ -268,12 +285,12 @@ class Single:
                     with self.ac:
                         out = self.net(xb)
                 if step == 0:
-                    out = check_output(out, len(mine), self.task, self.num_outputs)
+                    out = check_output(out, mine, self.task, self.num_outputs)
                 else:
                     out = self.t.flat(out)
                 loss = self.compute_loss(out.float(), yb)    # float32 loss under bf16/fp16 autocast
                 if self.rank is not None:     # the global batch's loss for the monitors, its share for backward
-                    loss, seen = self.rank.split_loss(loss, len(mine), len(idx))
+                    loss, seen = self.rank.split_loss(loss, mine, rows)
                 else:
                     seen = loss
                 if step == 0:
@@ -303,8 +320,8 @@ class Single:
                 step += 1
                 self.step = step
                 batches += 1
-                result.samples += len(idx)
-                self.local_samples += len(mine)
+                result.samples += rows
+                self.local_samples += mine
             health.flush(step - 1)
         except NonFiniteLoss:
             result.stopped = "non_finite"

@@ -114,4 +114,4 @@ def test_unregistering_removes_the_kind_and_its_check_ids(tmp_path):
     kinds.register(NpyPairKind)
     assert "data.npy-precision" in C.CATALOG and "npy-pair" in kinds.names()
     kinds.unregister("npy-pair")
-    assert "data.npy-precision" not in C.CATALOG and kinds.names() == ["images", "table", "text", "text-classes"]
+    assert "data.npy-precision" not in C.CATALOG and kinds.names() == ["images", "table", "table-streamed", "text", "text-classes"]

@@ -202,6 +202,9 @@ class TableKind(DataKind):
             "train_feature_mean": np.nan_to_num(mean).tolist(), "train_feature_std": np.nan_to_num(std).tolist(),
             "encoding": ds.encoding,
         }
+        if "loading" in ds.extra:       # in memory or streamed (recipe/data/streaming.py); the record has the why
+            # not the budget: by default it follows the free RAM, and an artifact must not change on a rerun
+            report["loading"] = {k: ds.extra["loading"][k] for k in ("mode", "estimate", "rows", "features")}
         if look.ds.has_classes:
             report["class_priors"] = ds.class_priors()
             report["class_counts"] = T.label_counts(ds)
