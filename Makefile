@@ -35,5 +35,10 @@ test-all: setup
 data/pydoc-topics: setup
 	$(BIN)/python scripts/pydoc_topics.py $@
 
+# the six stages on text: a char-level GPT on the Python language reference (~5 minutes on 2 quiet cores)
+demo-text: data/pydoc-topics
+	$(RECIPE) run configs/text-gpt.yaml
+	$(RECIPE) status configs/text-gpt.yaml
+
 clean:
 	rm -rf runs .pytest_cache
