@@ -221,12 +221,17 @@ def normalize(x: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
 
 def _model(cfg, art: dict[str, Any], overrides: dict, path: Path):
     from recipe import tasks
-    from recipe.engine.train import load_checkpoint
     from recipe.models import build
 
     mcfg = cfg.with_overrides(overrides)
     outputs = tasks.get(art["task"]).num_outputs(len(art.get("classes") or ()))
-    model = build(mcfg.model, tuple(art["shape"]), outputs)
+    return with_weights(build(mcfg.model, tuple(art["shape"]), outputs), path)
+
+
+def with_weights(model, path: Path):
+    """`model` with the checkpoint's weights, in eval mode; a checkpoint that does not fit it is a RecipeError."""
+    from recipe.engine.train import load_checkpoint
+
     try:
         model.load_state_dict(load_checkpoint(path)["state_dict"])
     except (RuntimeError, KeyError) as e:

@@ -72,18 +72,13 @@ class Final:
 
 
 def _model(cfg, art: dict[str, Any], overrides: dict, path: Path, outputs: int):
-    from recipe.engine.train import load_checkpoint
     from recipe.models_seq import build_sequence
+    from recipe.predict import with_weights
 
     enc = art.get("encoding") or {}
     model = build_sequence(cfg.with_overrides(overrides).model, int(enc["vocab_size"]), int(art["shape"][0]),
                            outputs, task=art["task"], pad_id=enc.get("pad_id"))
-    try:
-        model.load_state_dict(load_checkpoint(path)["state_dict"])
-    except (RuntimeError, KeyError) as e:
-        raise RecipeError(f"{path}: does not fit its recorded model ({str(e).splitlines()[0][:160]}); "
-                          "rerun 'recipe ensemble --force'") from None
-    return model.eval()
+    return with_weights(model, path)
 
 
 def load(cfg, ws, art: dict[str, Any], device: str = "cpu") -> Final:

@@ -52,14 +52,20 @@ def check_constant(ds, th) -> C.Check:
         hi, lo = (x.max(0), x.min(0)) if finite else (np.nanmax(x, 0), np.nanmin(x, 0))
         const = np.flatnonzero(hi == lo) if len(x) else np.array([], int)
     zero = [j for j in const if np.nanmax(np.abs(x[:, j])) == 0]
-    frac = len(const) / max(x.shape[1], 1)
-    ev = {"constant": len(const), "all_zero": len(zero), "features": x.shape[1], "fraction": round(frac, 4),
+    return constant_verdict(ds, const, zero, x.shape[1], th)
+
+
+def constant_verdict(ds, const, zero, d: int, th) -> C.Check:
+    """data.constant from the constant columns `const` (all-zero ones `zero`) of the d train features: in memory
+    or from a streamed pass's running min/max (table_stream.py)."""
+    frac = len(const) / max(d, 1)
+    ev = {"constant": len(const), "all_zero": len(zero), "features": d, "fraction": round(frac, 4),
           "examples": [ds.feature_names[j] for j in const[:EXAMPLES]], "max_constant_fraction": th["max_constant_fraction"]}
-    if len(const) == x.shape[1]:
+    if len(const) == d:
         return C.make("data.constant", "fail", "every feature is constant in train: there is nothing to learn", ev,
                       "Check that the right columns were read (data.features) and that the file is not truncated.")
     if frac > th["max_constant_fraction"]:
-        return C.make("data.constant", "warn", f"{len(const)} of {x.shape[1]} features are constant in train", ev,
+        return C.make("data.constant", "warn", f"{len(const)} of {d} features are constant in train", ev,
                       "Drop the constant columns with data.features; they carry no information.")
     return C.make("data.constant", "pass", f"{len(const)} constant feature(s) in train (harmless, listed)", ev)
 

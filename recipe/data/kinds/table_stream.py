@@ -110,16 +110,7 @@ def check_constant(ds, th) -> C.Check:
     d = ds.num_features
     const = np.flatnonzero(mom.lo == mom.hi)
     zero = [j for j in const if mom.lo[j] == 0]
-    frac = len(const) / max(d, 1)
-    ev = {"constant": len(const), "all_zero": len(zero), "features": d, "fraction": round(frac, 4),
-          "examples": [ds.feature_names[j] for j in const[:EXAMPLES]], "max_constant_fraction": th["max_constant_fraction"]}
-    if len(const) == d:
-        return C.make("data.constant", "fail", "every feature is constant in train: there is nothing to learn", ev,
-                      "Check that the right columns were read (data.features) and that the file is not truncated.")
-    if frac > th["max_constant_fraction"]:
-        return C.make("data.constant", "warn", f"{len(const)} of {d} features are constant in train", ev,
-                      "Drop the constant columns with data.features; they carry no information.")
-    return C.make("data.constant", "pass", f"{len(const)} constant feature(s) in train (harmless, listed)", ev)
+    return T.constant_verdict(ds, const, zero, d, th)
 
 
 def check_leak(ds, th) -> C.Check:
